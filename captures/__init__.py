@@ -1,0 +1,1 @@
+"""Packet captures: scapy dissectors for ASAP/ENRP and the pcap conformance checker."""

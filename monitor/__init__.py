@@ -1,0 +1,1 @@
+"""Recursive monitoring: the Datalog query language, its engine and the metric collectors."""

@@ -1,0 +1,1 @@
+"""The RSerPool pool user: resolves pool handles and fails over between pool elements."""

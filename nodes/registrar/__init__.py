@@ -1,0 +1,1 @@
+"""The RSerPool registrar (ENRP server): protocol core and asyncio layer."""

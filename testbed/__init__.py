@@ -1,0 +1,1 @@
+"""The testbed harness: CLI, topology schema, network builder, supervisor, shaping, capture."""
