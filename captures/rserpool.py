@@ -320,7 +320,7 @@ def _message_layer(protocol: Protocol, base: type[Packet], mtype: int, type_name
         PacketListField("params", [], RSerPoolParam, length_from=lambda p: max((p.len or 0) - header_size, 0)),
     ]
     class_name = protocol.label + "".join(w.capitalize() for w in type_names[mtype].split("_"))
-    return type(class_name, (base,), {"name": f"{protocol.label} {type_names[mtype]}", "fields_desc": fields})
+    return type(class_name, (base,), {"name": f"{protocol.label} {type_names[mtype]}", "fields_desc": fields, "__module__": __name__})
 
 
 def _dispatch(layers: dict[int, type[Packet]], fallback: type[Packet]):  # type: ignore[no-untyped-def]

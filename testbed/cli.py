@@ -1,0 +1,97 @@
+"""The `testbed` command."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(
+    help="vnfpool-testbed: emulate pooled and chained VNFs (RSerPool, SFC, ALTO) on one machine.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+console = Console()
+errors = Console(stderr=True)
+
+
+@app.command()
+def decode(
+    pcap: Path = typer.Argument(..., help="A pcap or pcapng file.", exists=True, dir_okay=False, readable=True),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per message."),
+) -> None:
+    """Print every ASAP/ENRP message of a capture; undecodable ones with their error."""
+    from scapy.error import Scapy_Exception
+
+    from captures.report import decode_capture, render_text
+
+    count = failed = 0
+    try:
+        for record in decode_capture(pcap):
+            count += 1
+            failed += "error" in record
+            if as_json:
+                print(json.dumps(record), flush=True)
+            else:
+                console.print(render_text(record), markup=False, highlight=False, soft_wrap=True)
+    except Scapy_Exception as exc:
+        errors.print(f"testbed decode: {pcap}: not a readable capture ({exc})", markup=False)
+        raise typer.Exit(2) from None
+    if not as_json:
+        errors.print(f"{count} ASAP/ENRP message(s), {failed} undecodable", markup=False)
+
+
+@app.command()
+def demo(
+    pcap: Path = typer.Option(None, help="Keep the capture here (default: a temporary file)."),
+) -> None:
+    """A small real run: two namespaces exchange every ASAP/ENRP message over UDP and
+    multicast; the capture is decoded by the codec and checked by tshark."""
+    from captures.report import render_text
+
+    from . import demo as demo_run
+
+    with tempfile.TemporaryDirectory(prefix="vtb-demo-") as tmp:
+        target = pcap or Path(tmp) / "demo.pcap"
+        try:
+            result = demo_run.run(target.resolve())
+        except (RuntimeError, OSError) as exc:
+            errors.print(f"testbed demo: {exc}", markup=False)
+            raise typer.Exit(1) from None
+        for record in result.captured:
+            console.print(render_text(record), markup=False, highlight=False, soft_wrap=True)
+    table = Table(title="demo summary")
+    table.add_column("check")
+    table.add_column("count", justify="right")
+    decoded = sum("error" not in r for r in result.captured)
+    table.add_row("messages sent (UDP, multicast for announces)", str(result.sent))
+    table.add_row("received and decoded in the peer namespace", str(sum("error" not in r for r in result.received)))
+    table.add_row("in the pcap, decoded by testbed decode", f"{decoded}/{len(result.captured)}")
+    if result.tshark is not None:
+        table.add_row("tshark: ASAP / ENRP frames", f"{result.tshark['asap']} / {result.tshark['enrp']}")
+        table.add_row("tshark: malformed frames", str(result.tshark["malformed"]))
+    console.print(table)
+    ok = result.sent == len(result.received) == decoded and (result.tshark is None or not result.tshark["malformed"])
+    if not ok:
+        errors.print("testbed demo: some messages were lost or did not decode")
+        raise typer.Exit(1)
+
+
+@app.command()
+def clean() -> None:
+    """Remove every namespace and link that a crashed testbed run left behind."""
+    from . import netns
+
+    removed = netns.clean()
+    for item in removed:
+        console.print(f"removed {item}", markup=False)
+    if not removed:
+        console.print("nothing to clean")
+
+
+if __name__ == "__main__":
+    app()
