@@ -35,7 +35,8 @@ class CapturedMessage:
 
 
 def _original(layer: Packet) -> bytes:
-    return layer.original if getattr(layer, "original", None) is not None else bytes(layer)
+    """The bytes a layer was dissected from (a layer built from fields has none: rebuild it)."""
+    return getattr(layer, "original", None) or bytes(layer)
 
 
 def _protocol(ppid: int | None, sport: int, dport: int) -> Protocol | None:

@@ -48,6 +48,9 @@ from nodes.wire.constants import (
 from nodes.wire.messages import MESSAGE_CLASSES
 from nodes.wire.policies import POLICY_ABBREVIATIONS, POLICY_CLASSES
 
+#: A 64 KiB message holds at most this many 4-byte parameters (scapy's default cap is 100).
+MAX_ITEMS = 0x10000 // 4
+
 _PARAM_TYPE_NAMES = {int(k): v for k, v in PARAM_NAMES.items()}
 _CAUSE_NAMES = {int(c): c.name for c in CauseCode}
 _POLICY_NAMES = {int(k): v for k, v in POLICY_ABBREVIATIONS.items()}
@@ -96,7 +99,7 @@ class RSerPoolParam(_PaddedTLV):
 
 
 def _nested(name: str, fixed: int) -> PacketListField:
-    return PacketListField(name, [], RSerPoolParam, length_from=_value_len(fixed))
+    return PacketListField(name, [], RSerPoolParam, length_from=_value_len(fixed), max_count=MAX_ITEMS)
 
 
 class IPv4AddressParam(RSerPoolParam):
@@ -228,7 +231,7 @@ class ErrorCausePacket(_PaddedTLV):
 class OperationErrorParam(RSerPoolParam):
     name = "Operation Error"
     fields_desc = _tlv_header(ParamType.OPERATION_ERROR) + [
-        PacketListField("causes", [], ErrorCausePacket, length_from=_value_len(0)),
+        PacketListField("causes", [], ErrorCausePacket, length_from=_value_len(0), max_count=MAX_ITEMS),
         _padding(),
     ]
 
@@ -317,7 +320,9 @@ def _message_layer(protocol: Protocol, base: type[Packet], mtype: int, type_name
         FlagsField("flags", 0, 8, flag_names),
         ShortField("len", None),
         *fixed,
-        PacketListField("params", [], RSerPoolParam, length_from=lambda p: max((p.len or 0) - header_size, 0)),
+        PacketListField(
+            "params", [], RSerPoolParam, length_from=lambda p: max((p.len or 0) - header_size, 0), max_count=MAX_ITEMS
+        ),
     ]
     class_name = protocol.label + "".join(w.capitalize() for w in type_names[mtype].split("_"))
     return type(class_name, (base,), {"name": f"{protocol.label} {type_names[mtype]}", "fields_desc": fields, "__module__": __name__})
@@ -345,7 +350,9 @@ class ASAP(_RSerPoolMessage):
         ByteEnumField("type", 0, _ASAP_TYPE_NAMES),
         FlagsField("flags", 0, 8, [f"flag_0x{1 << b:02x}" for b in range(8)]),
         ShortField("len", None),
-        PacketListField("params", [], RSerPoolParam, length_from=lambda p: max((p.len or 0) - 4, 0)),
+        PacketListField(
+            "params", [], RSerPoolParam, length_from=lambda p: max((p.len or 0) - 4, 0), max_count=MAX_ITEMS
+        ),
     ]
 
 
@@ -359,7 +366,9 @@ class ENRP(_RSerPoolMessage):
         ShortField("len", None),
         XIntField("sender_server_id", 0),
         XIntField("receiver_server_id", 0),
-        PacketListField("params", [], RSerPoolParam, length_from=lambda p: max((p.len or 0) - 12, 0)),
+        PacketListField(
+            "params", [], RSerPoolParam, length_from=lambda p: max((p.len or 0) - 12, 0), max_count=MAX_ITEMS
+        ),
     ]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import tempfile
 from pathlib import Path
 
@@ -15,8 +16,8 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
-console = Console()
-errors = Console(stderr=True)
+console = Console(soft_wrap=True)
+errors = Console(stderr=True, soft_wrap=True)
 
 
 @app.command()
@@ -55,6 +56,7 @@ def demo(
 
     from . import demo as demo_run
 
+    signal.signal(signal.SIGTERM, _exit_on_signal)  # so that the namespaces are removed
     with tempfile.TemporaryDirectory(prefix="vtb-demo-") as tmp:
         target = pcap or Path(tmp) / "demo.pcap"
         try:
@@ -79,6 +81,10 @@ def demo(
     if not ok:
         errors.print("testbed demo: some messages were lost or did not decode")
         raise typer.Exit(1)
+
+
+def _exit_on_signal(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
 
 
 @app.command()

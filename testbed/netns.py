@@ -96,8 +96,8 @@ def namespaces(*names: str) -> Iterator[None]:
     made: list[str] = []
     try:
         for name in names:
+            made.append(name)  # first: an interrupt during `ip netns add` must still clean it
             add_namespace(name)
-            made.append(name)
         yield
     finally:
         for name in made:

@@ -29,6 +29,7 @@ from .params import (
     TRANSPORT_TYPES,
     Card,
     ErrorCause,
+    Schema,
     PoolElement,
     ServerInformation,
     Slot,
@@ -59,7 +60,7 @@ class Message:
     FLAGS: ClassVar[dict[str, int]] = {}
     FIXED: ClassVar[tuple[str, ...]] = ()
     FIXED_STRUCT: ClassVar[struct.Struct] = _NO_FIXED
-    SLOTS: ClassVar[tuple[Slot, ...]] = ()
+    SLOTS: ClassVar[Schema] = Schema(())
 
     flags: int = 0
     unrecognized: tuple[bytes, ...] = dataclasses.field(default=(), compare=False, repr=False)
@@ -96,7 +97,7 @@ def _message(protocol: Protocol, mtype: int, *slots: Slot, flags: dict[str, int]
         cls.TYPE = mtype
         cls.NAME = f"{protocol.label}_{(AsapType if protocol is Protocol.ASAP else EnrpType)(mtype).name}"
         cls.FLAGS = flags or {}
-        cls.SLOTS = slots
+        cls.SLOTS = Schema(slots)
         if cls.FIXED:
             cls.FIXED_STRUCT = struct.Struct("!" + "".join(_FIXED_FORMATS[f] for f in cls.FIXED))
         MESSAGE_CLASSES[protocol][mtype] = cls

@@ -153,6 +153,13 @@ class Slot:
     attr: str
     types: frozenset[int]
     card: Card = Card.ONE
+    # Derived once here, because the decoder asks for them for every parameter.
+    mandatory: bool = dataclasses.field(init=False, repr=False, compare=False)
+    repeated: bool = dataclasses.field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "mandatory", self.card in (Card.ONE, Card.ONE_OR_MORE))
+        object.__setattr__(self, "repeated", self.card in (Card.MANY, Card.ONE_OR_MORE))
 
     @property
     def label(self) -> str:
@@ -160,13 +167,16 @@ class Slot:
             return param_name(next(iter(self.types)))
         return self.attr.replace("_", " ")
 
-    @property
-    def mandatory(self) -> bool:
-        return self.card in (Card.ONE, Card.ONE_OR_MORE)
 
-    @property
-    def repeated(self) -> bool:
-        return self.card in (Card.MANY, Card.ONE_OR_MORE)
+class Schema(tuple[Slot, ...]):
+    """The ordered slots of a message or parameter, with the union of their types."""
+
+    legal: frozenset[int]
+
+    def __new__(cls, slots: Iterable[Slot]) -> Schema:
+        schema = super().__new__(cls, slots)
+        schema.legal = frozenset().union(*(s.types for s in schema))
+        return schema
 
 
 def slot(attr: str, *types: int, card: Card = Card.ONE) -> Slot:
@@ -174,15 +184,15 @@ def slot(attr: str, *types: int, card: Card = Card.ONE) -> Slot:
 
 
 TRANSPORT_TYPES = tuple(TRANSPORT_CLASSES)
-ADDRESS_TYPES = (ParamType.IPV4_ADDRESS, ParamType.IPV6_ADDRESS)
 
-_PE_SLOTS = (
-    slot("user_transport", *TRANSPORT_TYPES),
-    slot("policy", ParamType.POLICY),
-    slot("registrator_transport", *TRANSPORT_TYPES, card=Card.OPTIONAL),
+_PE_SLOTS = Schema(
+    (
+        slot("user_transport", *TRANSPORT_TYPES),
+        slot("policy", ParamType.POLICY),
+        slot("registrator_transport", *TRANSPORT_TYPES, card=Card.OPTIONAL),
+    )
 )
-_SERVER_INFO_SLOTS = (slot("transport", *TRANSPORT_TYPES),)
-_ADDRESS_SLOTS = (slot("addresses", *ADDRESS_TYPES, card=Card.ONE_OR_MORE),)
+_SERVER_INFO_SLOTS = Schema((slot("transport", *TRANSPORT_TYPES),))
 
 
 def handle_unknown(buf: bytes, ptype: int, tlv_start: int, value_end: int, reports: list[bytes]) -> None:
@@ -202,11 +212,11 @@ def handle_unknown(buf: bytes, ptype: int, tlv_start: int, value_end: int, repor
 
 
 def decode_slots(
-    buf: bytes, start: int, end: int, container: str, slots: tuple[Slot, ...], reports: list[bytes]
+    buf: bytes, start: int, end: int, container: str, slots: Schema, reports: list[bytes]
 ) -> dict[str, Any]:
     """Decode the TLVs in buf[start:end] into `{slot.attr: value}`, strictly in slot order."""
     values: dict[str, Any] = {}
-    legal = frozenset().union(*(s.types for s in slots))
+    legal = slots.legal
     index, count = 0, 0
     for ptype, tlv_start, value_start, value_end in tlv.walk(buf, start, end, container, param_name):
         codec = CODECS.get(ptype)
@@ -245,7 +255,7 @@ def decode_slots(
     return values
 
 
-def encode_slots(obj: object, slots: Iterable[Slot]) -> bytes:
+def encode_slots(obj: object, slots: Schema) -> bytes:
     """The TLVs for the slot attributes of `obj`, in slot order."""
     out = []
     for s in slots:
@@ -330,7 +340,7 @@ def _transport(cls: type[Transport]) -> tuple[Callable[..., Transport], Callable
                 raise InvalidValueError(
                     f"{name} transport use", vs + 2, f"{fields['transport_use']} is neither 0 nor 1"
                 ) from None
-        addresses = decode_slots(buf, vs + fixed.size, ve, name, _ADDRESS_SLOTS, reports)["addresses"]
+        addresses = _decode_addresses(buf, vs + fixed.size, ve, name, reports)
         if cls.SINGLE_ADDRESS and len(addresses) > 1:
             raise UnexpectedParameterError(
                 f"{name} address", vs + fixed.size, f"{len(addresses)} addresses; this transport carries one"
@@ -341,9 +351,26 @@ def _transport(cls: type[Transport]) -> tuple[Callable[..., Transport], Callable
         addresses = value.addresses
         if not addresses or (value.SINGLE_ADDRESS and len(addresses) != 1):
             raise EncodeError(f"{name} needs {'one address' if value.SINGLE_ADDRESS else 'addresses'}, got {len(addresses)}")
-        return fixed.pack(*(getattr(value, f) for f in cls.FIXED)) + encode_slots(value, _ADDRESS_SLOTS)
+        return fixed.pack(*(getattr(value, f) for f in cls.FIXED)) + b"".join(
+            tlv.build(ParamType.IPV4_ADDRESS if a.version == 4 else ParamType.IPV6_ADDRESS, a.packed) for a in addresses
+        )
 
     return decode, encode
+
+
+def _decode_addresses(buf: bytes, start: int, end: int, container: str, reports: list[bytes]) -> tuple[IPAddress, ...]:
+    """The address TLVs of a transport (the decoder's hot path: no slot matching)."""
+    addresses = []
+    for ptype, tlv_start, vs, ve in tlv.walk(buf, start, end, container, param_name):
+        if ptype == ParamType.IPV4_ADDRESS or ptype == ParamType.IPV6_ADDRESS:
+            addresses.append(CODECS[ptype][0](buf, tlv_start, vs, ve, reports))
+        elif ptype in CODECS:
+            raise IllegalParameterError(param_name(ptype), tlv_start, f"not allowed in {container}")
+        else:
+            handle_unknown(buf, ptype, tlv_start, ve, reports)
+    if not addresses:
+        raise MissingParameterError("addresses", end, f"{container} ends without an IPv4 or IPv6 address")
+    return tuple(addresses)
 
 
 _POLICY_TYPE = struct.Struct("!I")
