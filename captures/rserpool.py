@@ -112,55 +112,35 @@ class IPv6AddressParam(RSerPoolParam):
     fields_desc = _tlv_header(ParamType.IPV6_ADDRESS) + [IP6Field("address", "::"), _padding()]
 
 
+def _transport_fields(ptype: ParamType, *fixed: Field[Any, Any]) -> list[Field[Any, Any]]:
+    """Header, port, the transport's own fixed fields, then its address parameters."""
+    size = 2 + sum(f.sz for f in fixed)
+    return _tlv_header(ptype) + [ShortField("port", 0), *fixed, _nested("addresses", size), _padding()]
+
+
 class SCTPTransportParam(RSerPoolParam):
     name = "SCTP Transport"
-    fields_desc = _tlv_header(ParamType.SCTP_TRANSPORT) + [
-        ShortField("port", 0),
-        ShortEnumField("transport_use", 0, _TRANSPORT_USE),
-        _nested("addresses", 4),
-        _padding(),
-    ]
+    fields_desc = _transport_fields(ParamType.SCTP_TRANSPORT, ShortEnumField("transport_use", 0, _TRANSPORT_USE))
 
 
 class TCPTransportParam(RSerPoolParam):
     name = "TCP Transport"
-    fields_desc = _tlv_header(ParamType.TCP_TRANSPORT) + [
-        ShortField("port", 0),
-        ShortEnumField("transport_use", 0, _TRANSPORT_USE),
-        _nested("addresses", 4),
-        _padding(),
-    ]
+    fields_desc = _transport_fields(ParamType.TCP_TRANSPORT, ShortEnumField("transport_use", 0, _TRANSPORT_USE))
 
 
 class UDPTransportParam(RSerPoolParam):
     name = "UDP Transport"
-    fields_desc = _tlv_header(ParamType.UDP_TRANSPORT) + [
-        ShortField("port", 0),
-        XShortField("reserved", 0),
-        _nested("addresses", 4),
-        _padding(),
-    ]
+    fields_desc = _transport_fields(ParamType.UDP_TRANSPORT, XShortField("reserved", 0))
 
 
 class UDPLiteTransportParam(RSerPoolParam):
     name = "UDP-Lite Transport"
-    fields_desc = _tlv_header(ParamType.UDP_LITE_TRANSPORT) + [
-        ShortField("port", 0),
-        XShortField("reserved", 0),
-        _nested("addresses", 4),
-        _padding(),
-    ]
+    fields_desc = _transport_fields(ParamType.UDP_LITE_TRANSPORT, XShortField("reserved", 0))
 
 
 class DCCPTransportParam(RSerPoolParam):
     name = "DCCP Transport"
-    fields_desc = _tlv_header(ParamType.DCCP_TRANSPORT) + [
-        ShortField("port", 0),
-        XShortField("reserved", 0),
-        IntField("service_code", 0),
-        _nested("addresses", 8),
-        _padding(),
-    ]
+    fields_desc = _transport_fields(ParamType.DCCP_TRANSPORT, XShortField("reserved", 0), IntField("service_code", 0))
 
 
 #: Every policy field, in an order that matches the wire order of each policy type.
