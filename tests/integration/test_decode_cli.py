@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from scapy.layers.inet import IP, UDP
 from scapy.layers.l2 import Ether
 from scapy.layers.sctp import SCTP, SCTPChunkData
@@ -97,3 +99,13 @@ def test_a_missing_file_is_refused(tmp_path: Path) -> None:
     result = run_testbed("decode", str(tmp_path / "absent.pcap"))
     assert result.returncode == 2
     assert "does not exist" in result.stderr
+
+
+@pytest.mark.skipif(not shutil.which("editcap"), reason="editcap (wireshark-common) is not installed")
+def test_pcapng_gives_the_same_records(tmp_path: Path) -> None:
+    pcap = capture(tmp_path)
+    pcapng = tmp_path / "mixed.pcapng"
+    subprocess.run(["editcap", "-F", "pcapng", str(pcap), str(pcapng)], check=True)
+    as_pcap = run_testbed("decode", str(pcap), "--json").stdout
+    as_pcapng = run_testbed("decode", str(pcapng), "--json").stdout
+    assert as_pcapng == as_pcap and as_pcap.count("\n") == 5
