@@ -270,8 +270,6 @@ def encode_slots(obj: object, slots: Schema) -> bytes:
 def _param_type(s: Slot, value: object) -> int:
     if len(s.types) == 1:
         return next(iter(s.types))
-    if isinstance(value, (ipaddress.IPv4Address, ipaddress.IPv6Address)):
-        return ParamType.IPV4_ADDRESS if value.version == 4 else ParamType.IPV6_ADDRESS
     return value.PARAM  # type: ignore[attr-defined,no-any-return]
 
 
