@@ -13,7 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from scapy.utils import rdpcap
+
 from captures.report import decode_capture
+from captures.rserpool import ASAP, ENRP
 from nodes.wire.examples import example_messages
 from testbed import netns
 
@@ -40,6 +43,10 @@ def test_demo_exchanges_and_captures_every_message(tmp_path: Path) -> None:
     assert [r["type_name"] for r in records] == [m.NAME for m in expected]
     multicast = [r["dst"] for r in records if r["type_name"] in ("ASAP_SERVER_ANNOUNCE", "ENRP_PRESENCE")]
     assert multicast and all(d.startswith(("239.0.0.50:3863", "239.0.0.51:9901")) for d in multicast)
+    dissected = [p[ASAP] if p.haslayer(ASAP) else p[ENRP] for p in rdpcap(str(pcap))]
+    assert [type(layer).__name__ for layer in dissected] == [
+        m.PROTOCOL.label + "".join(w.capitalize() for w in m.NAME.split("_")[1:]) for m in expected
+    ]
     if shutil.which("tshark"):
         assert "tshark: malformed frames" in out
     assert not [ns for ns in netns.testbed_namespaces() if ns.startswith(f"{netns.PREFIX}{proc.pid % 100000}")]
