@@ -25,12 +25,10 @@ def printable(data: bytes) -> str:
 
 def to_plain(value: Any) -> Any:
     """A JSON-serialisable view of any codec value."""
-    if isinstance(value, bool) or value is None or isinstance(value, (int, float, str)) and not isinstance(
-        value, enum.Enum
-    ):
-        return value
-    if isinstance(value, enum.Enum):
+    if isinstance(value, enum.Enum):  # before int: IntEnum values are ints too
         return value.name
+    if value is None or isinstance(value, (int, float, str)):
+        return value
     if isinstance(value, (bytes, bytearray)):
         return printable(bytes(value))
     if isinstance(value, (ipaddress.IPv4Address, ipaddress.IPv6Address)):

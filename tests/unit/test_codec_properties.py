@@ -11,7 +11,9 @@ from nodes.wire import Protocol, decode
 
 from ..strategies import messages
 
-SETTINGS = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(
+    max_examples=max(400, settings.default.max_examples), deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
 
 
 @SETTINGS
@@ -67,7 +69,7 @@ def test_consistent_length_but_cut_body_raises_codec_errors(message: wire.Messag
     _decodes_or_raises_codec_error(broken, message.PROTOCOL)
 
 
-@settings(max_examples=2000, deadline=None)
+@settings(max_examples=max(2000, settings.default.max_examples), deadline=None)
 @given(st.binary(max_size=96), st.sampled_from(list(Protocol)))
 @example(b"\x01\x00\x00\x08\x00\x09\x00\x03", Protocol.ASAP)
 def test_arbitrary_bytes_raise_only_codec_errors(blob: bytes, protocol: Protocol) -> None:
