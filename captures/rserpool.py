@@ -363,7 +363,3 @@ bind_layers(SCTPChunkData, ENRP, proto_id=Protocol.ENRP.ppid)
 for _protocol, _layer in ((Protocol.ASAP, ASAP), (Protocol.ENRP, ENRP)):
     bind_layers(UDP, _layer, dport=_protocol.port)
     bind_layers(UDP, _layer, sport=_protocol.port)
-
-
-def layer_for(protocol: Protocol) -> type[Packet]:
-    return ASAP if protocol is Protocol.ASAP else ENRP

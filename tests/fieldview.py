@@ -12,7 +12,7 @@ from scapy.packet import Packet
 from captures import rserpool as layers
 from nodes import wire
 from nodes.wire.constants import CAUSES_WITH_MESSAGE, CAUSES_WITH_PARAMETER, ParamType
-from nodes.wire.params import CODECS, encode_param
+from nodes.wire.params import CODECS
 from nodes.wire.policies import Policy
 
 #: Policy types whose fields Wireshark splits out; the others it shows raw or not at all.
@@ -235,6 +235,3 @@ def parameter_types(message: wire.Message) -> list[int]:
         return found
 
     return visit(4 + message.FIXED_STRUCT.size, len(data))
-
-
-__all__ = ["from_codec", "from_scapy", "parameter_types", "percent", "encode_param"]

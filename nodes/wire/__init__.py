@@ -65,7 +65,6 @@ from .messages import (
     TakeoverServer,
     decode,
     encode,
-    message_class,
 )
 from .params import (
     DccpTransport,

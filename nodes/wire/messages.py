@@ -448,7 +448,3 @@ def _fixed_field_at(cls: type[Message], offset: int) -> str:
 
 def encode(message: Message) -> bytes:
     return message.encode()
-
-
-def message_class(protocol: Protocol, mtype: int) -> type[Message] | None:
-    return MESSAGE_CLASSES[protocol].get(mtype)
