@@ -11,8 +11,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import queue
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -68,17 +70,35 @@ def dual_homed_pair(tag: str = "") -> Iterator[DualHomedPair]:
         yield DualHomedPair(a, b, interfaces)
 
 
+_readers: dict[int, tuple[threading.Thread, queue.Queue[str | None]]] = {}
+
+
+def _lines(proc: subprocess.Popen[str]) -> queue.Queue[str | None]:
+    """A queue of the lines `proc` prints, fed by a thread: select() on a text pipe would
+    miss lines already read into Python's buffer."""
+    if proc.pid not in _readers:
+        lines: queue.Queue[str | None] = queue.Queue()
+
+        def pump() -> None:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                lines.put(line)
+            lines.put(None)
+
+        thread = threading.Thread(target=pump, daemon=True)
+        thread.start()
+        _readers[proc.pid] = (thread, lines)
+    return _readers[proc.pid][1]
+
+
 def read_json_line(proc: subprocess.Popen[str], timeout: float = 15.0) -> dict:
     """The next JSON line a peer prints; fails the test with its stderr on EOF or timeout."""
-    import selectors
-
-    assert proc.stdout is not None
-    with selectors.DefaultSelector() as sel:
-        sel.register(proc.stdout, selectors.EVENT_READ)
-        if not sel.select(timeout):
-            raise AssertionError(f"no output within {timeout} s from {proc.args}")
-    line = proc.stdout.readline()
-    if not line:
+    try:
+        line = _lines(proc).get(timeout=timeout)
+    except queue.Empty:
+        raise AssertionError(f"no output within {timeout:.0f} s from {proc.args}") from None
+    if line is None:
+        _lines(proc).put(None)
         proc.wait(5)
         stderr = proc.stderr.read() if proc.stderr else ""
         raise AssertionError(f"{proc.args} ended (exit {proc.returncode}): {stderr}")
@@ -104,8 +124,44 @@ def stop(proc: subprocess.Popen[str]) -> str:
     if proc.poll() is None:
         proc.terminate()
     try:
-        out, _ = proc.communicate(timeout=10)
+        proc.wait(10)
     except subprocess.TimeoutExpired:
         proc.kill()
-        out, _ = proc.communicate()
-    return out or ""
+        proc.wait()
+    lines = _lines(proc)
+    _readers[proc.pid][0].join(10)
+    rest = []
+    while (line := lines.get_nowait() if not lines.empty() else None) is not None:
+        rest.append(line)
+    return "".join(rest)
+
+
+@contextlib.contextmanager
+def capture(host: str, pcap: Path, bpf: str = "") -> Iterator[Path]:
+    """tcpdump on every interface of `host` into `pcap` while the block runs."""
+    argv = ["tcpdump", "-i", "any", "-U", "-n", "-w", str(pcap), *bpf.split()]
+    proc = subprocess.Popen(netns.in_netns(host, argv), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stderr is not None
+        deadline = time.monotonic() + 10
+        while "listening on" not in proc.stderr.readline():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"tcpdump did not start in {host}")
+        yield pcap
+    finally:
+        time.sleep(0.3)  # let the last packets reach the file
+        proc.terminate()
+        proc.wait(10)
+
+
+def tshark_fields(pcap: Path, display_filter: str, *fields: str) -> list[list[str]]:
+    """One row per frame matching `display_filter`, with the given fields (tab-split)."""
+    argv = ["tshark", "-r", str(pcap), "-Y", display_filter, "-T", "fields"]
+    for f in fields:
+        argv += ["-e", f]
+    out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+    return [line.split("\t") for line in out.splitlines()]
+
+
+def data_lines(output: str) -> list[dict]:
+    return [json.loads(line) for line in output.splitlines() if '"event": "data"' in line]

@@ -34,7 +34,8 @@ def emit(event: str, **fields: object) -> None:
 
 
 def cookie(seq: int, size: int) -> bytes:
-    """An encoded ASAP_COOKIE of `size` bytes in all whose cookie starts with `seq`."""
+    """An encoded ASAP_COOKIE of `size` bytes in all (at most 65535, the length field's
+    limit) whose cookie starts with `seq`."""
     body = SEQ.pack(seq)
     overhead = len(encode(Cookie(cookie=body)))
     return encode(Cookie(cookie=body + b"\0" * max(0, size - overhead)))
@@ -93,6 +94,7 @@ async def run_listen(args: argparse.Namespace) -> int:
             tasks.add(task)
             task.add_done_callback(tasks.discard)
     finally:
+        emit("stopped", open_associations=len(tasks))
         await listener.close()
 
 
@@ -185,6 +187,13 @@ class Sender:
         return result
 
 
+def message_size(text: str) -> int:
+    size = int(text)
+    if not 16 <= size <= 65535:
+        raise argparse.ArgumentTypeError(f"{size}: an ASAP message has 16 to 65535 bytes")
+    return size
+
+
 def addresses(text: str) -> list[str]:
     return [a for a in text.split(",") if a]
 
@@ -209,7 +218,7 @@ def parser() -> argparse.ArgumentParser:
     conn = sub.add_parser("connect", parents=[common], help="connect and send ASAP_COOKIE messages")
     conn.add_argument("--to", type=addresses, required=True, help="peer addresses, comma separated")
     conn.add_argument("--count", type=int, default=10)
-    conn.add_argument("--size", type=int, default=64, help="bytes per message")
+    conn.add_argument("--size", type=message_size, default=64, help="bytes per message (16 to 65535)")
     conn.add_argument("--interval-ms", type=float, default=0)
     conn.add_argument("--streams", type=int, default=1, help="spread messages over this many streams")
     conn.add_argument("--echo", action="store_true", help="expect every message back; print a summary")

@@ -318,10 +318,14 @@ class UsrsctpAssociation(Association):
 
     @property
     def local_addresses(self) -> tuple[str, ...]:
+        if not self._local and self.is_open:
+            self._local = self.endpoint.addresses(self.assoc_id, peer=False)
         return self._local
 
     @property
     def peer_addresses(self) -> tuple[str, ...]:
+        if not self._peer and self.is_open:
+            self._peer = self.endpoint.addresses(self.assoc_id, peer=True)
         return self._peer
 
     async def send(self, data: bytes, ppid: int, stream: int = 0, unordered: bool = False) -> None:
@@ -353,7 +357,7 @@ class UsrsctpAssociation(Association):
     def abort(self) -> None:
         if self.is_open and self.endpoint.sock:
             info = api.SndInfo(flags=api.SCTP_ABORT, assoc_id=self.assoc_id)
-            self.endpoint.lib.usrsctp_sendv(self.endpoint.sock, None, 0, None, 0, ctypes.byref(info),
+            self.endpoint.lib.usrsctp_sendv(self.endpoint.sock, b"", 0, None, 0, ctypes.byref(info),  # not NULL: EFAULT
                                             ctypes.sizeof(info), api.SCTP_SENDV_SNDINFO, 0)  # fmt: skip
         self._end(self.closed_by)
         self.endpoint.forget(self.assoc_id)
