@@ -18,6 +18,7 @@ import time
 import pytest
 
 from nodes.transport import availability
+from testbed import netns
 from nodes.wire.constants import AsapType
 from tests.netlab import (
     capture,
@@ -191,3 +192,20 @@ def test_sctp_over_udp_encapsulation(pair, tmp_path):
     rows = tshark_fields(pcap, "asap", "udp.dstport", "sctp.data_payload_proto_id")
     ppids = [ppid for _, chunk_ppids in rows for ppid in chunk_ppids.split(",")]  # DATA chunks bundle
     assert {r[0] for r in rows} == {"9899"} and ppids.count("11") >= 10
+
+
+def test_ipv6_multihomed_association(pair):
+    for path in (0, 1):
+        for host, last in ((pair.a, 1), (pair.b, 2)):
+            netns.run_ip("-n", host, "addr", "add", f"fd00:{path + 1}::{last}/64", "dev",
+                         pair.interfaces[host, path], "nodad")  # fmt: skip
+    server = pair.peer(pair.b, "listen", *BACKEND, "--bind", "fd00:1::2,fd00:2::2")
+    wait_for_event(server, "listening")
+    connector = pair.peer(pair.a, "connect", *BACKEND, "--to", "fd00:1::2,fd00:2::2", "--count", "5")
+    connected, _ = wait_for_event(connector, "connected")
+    connector.wait(30)
+    lines = [json.loads(line) for line in stop(server).splitlines()]
+    assert sorted(connected["peer"]) == ["fd00:1::2", "fd00:2::2"]
+    accepted = next(line for line in lines if line["event"] == "accepted")
+    assert sorted(accepted["peer"]) == ["fd00:1::1", "fd00:2::1"]
+    assert [d["seq"] for d in lines if d["event"] == "data"] == list(range(5))
