@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 import sys
 import textwrap
 import time
@@ -25,7 +24,6 @@ from tests.netlab import (
     data_lines,
     dual_homed_pair,
     needs_root,
-    read_json_line,
     stop,
     tshark_fields,
     wait_for_event,
