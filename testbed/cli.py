@@ -88,6 +88,26 @@ def _exit_on_signal(signum: int, frame: object) -> None:
 
 
 @app.command()
+def doctor(as_json: bool = typer.Option(False, "--json", help="One JSON document.")) -> None:
+    """What this kernel offers (SCTP, netem, Open vSwitch, MPTCP, multicast, NFQUEUE) and
+    what the testbed uses instead of what is missing."""
+    from . import capabilities
+
+    found = capabilities.probe_all()
+    if as_json:
+        print(json.dumps(capabilities.report(found), indent=2))
+        return
+    table = Table(title="testbed doctor")
+    for column in ("capability", "status", "detail", "used instead"):
+        table.add_column(column)
+    for cap in found:
+        status = "[green]available[/]" if cap.available else "[red]missing[/]"
+        table.add_row(cap.name, status, cap.reason, cap.fallback)
+    console.print(table)
+    console.print(f"SCTP backend for `auto`: {capabilities.sctp_backend()}", markup=False)
+
+
+@app.command()
 def clean() -> None:
     """Remove every namespace and link that a crashed testbed run left behind."""
     from . import netns
