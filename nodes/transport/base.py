@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import weakref
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
@@ -222,12 +223,18 @@ class Association(ABC):
 
 
 class Listener(ABC):
-    """Accepts associations on one port of one or more local addresses."""
+    """Accepts associations on one port of one or more local addresses.
+
+    Closing a listener aborts the associations it accepted, on every backend: the userland
+    stack serves them all on the listener's socket and cannot do otherwise, and a uniform
+    rule lets a node's code not care.  A node that wants an association to outlive the
+    listener ends the listener last."""
 
     backend: Backend
 
     def __init__(self) -> None:
         self._incoming: asyncio.Queue[Association | None] = asyncio.Queue()
+        self._accepted: weakref.WeakSet[Association] = weakref.WeakSet()
         self._closed = False
 
     @property
@@ -239,9 +246,17 @@ class Listener(ABC):
         if item is None:
             self._incoming.put_nowait(None)
             raise TransportError("listener closed")
+        self._accepted.add(item)
         return item
 
     async def close(self) -> None:
-        if not self._closed:
-            self._closed = True
-            self._incoming.put_nowait(None)
+        if self._closed:
+            return
+        self._closed = True
+        while not self._incoming.empty():  # arrived, never accepted
+            waiting = self._incoming.get_nowait()
+            if waiting is not None:
+                waiting.abort()
+        for assoc in list(self._accepted):
+            assoc.abort()
+        self._incoming.put_nowait(None)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import time
 
 import pytest
 
+from nodes import transport
 from nodes.transport import availability
 from nodes.transport.stream import mptcp_endpoint_commands
 from testbed import netns
@@ -103,3 +105,18 @@ def test_garbage_on_the_stream_ends_the_association_with_a_framing_error(pair):
     closed, seen = wait_for_event(server, "closed")
     assert "framing error: message length 2 at the head of the stream is not between 4 and 65535" in closed["reason"]
     assert data_lines(stop(server)) == []
+
+
+def test_closing_a_listener_ends_the_associations_it_accepted():
+    async def scenario() -> tuple[bool, str]:
+        listener = await transport.listen(["127.0.0.1"], 38631, backend="tcp")
+        client = await transport.connect(["127.0.0.1"], 38631, backend="tcp")
+        served = await asyncio.wait_for(listener.accept(), 5)
+        await listener.close()
+        with pytest.raises(transport.AssociationClosed) as ended:
+            await asyncio.wait_for(client.receive(), 5)
+        return served.is_open, ended.value.event.kind.value
+
+    served_open, client_saw = asyncio.run(scenario())
+    assert served_open is False
+    assert client_saw == "lost"  # the accepted side was aborted (RST), not shut down
