@@ -140,6 +140,7 @@ class _Endpoint:
         self.associations: dict[int, UsrsctpAssociation] = {}
         self.partial: dict[int, bytearray] = {}
         self.on_new: asyncio.Queue[Association | None] | None = None  # set for listeners
+        self.sole: UsrsctpAssociation | None = None  # set for an outgoing association's socket
         self.space = asyncio.Event()
         self.key = _stack.register(self)
         self.sock = self.lib.usrsctp_socket(
@@ -178,7 +179,8 @@ class _Endpoint:
             if port == 0:
                 return  # an ephemeral port and all addresses, chosen at connect time
             wildcard = "::" if self.family == socket.AF_INET6 else "0.0.0.0"
-            self._check(self.lib.usrsctp_bind(self.sock, *_buffer(sockaddr.pack(wildcard, port))), "bind")
+            packed = sockaddr.pack(wildcard, port)
+            self._check(self.lib.usrsctp_bind(self.sock, packed, len(packed)), "bind")
             return
         packed = sockaddr.pack_list(self.local, port)
         self._check(self.lib.usrsctp_bindx(self.sock, packed, len(self.local), api.SCTP_BINDX_ADD_ADDR),
@@ -244,8 +246,6 @@ class _Endpoint:
             assoc._push(event)
             if event.kind.ends_association:
                 self.forget(assoc_id)
-
-    sole: UsrsctpAssociation | None = None
 
     def forget(self, assoc_id: int) -> None:
         assoc = self.associations.pop(assoc_id, None)
@@ -381,10 +381,6 @@ class UsrsctpListener(Listener):
             assoc.abort()
         self.endpoint.close_socket()
         await super().close()
-
-
-def _buffer(packed: bytes) -> tuple[bytes, int]:
-    return packed, len(packed)
 
 
 async def listen(local: tuple[str, ...], port: int, *, options: TransportOptions) -> UsrsctpListener:
