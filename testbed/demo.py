@@ -149,7 +149,7 @@ def run(pcap: Path) -> DemoResult:
             )
             processes.append(receiver)
             tcpdump = subprocess.Popen(
-                netns.in_netns(ns_b, ["tcpdump", "-i", if_b, "--immediate-mode", "-U", "-w", str(pcap), "udp port 3863 or udp port 9901"]),
+                netns.in_netns(ns_b, ["tcpdump", "-i", if_b, "--immediate-mode", "-B", "8192", "-U", "-w", str(pcap), "udp port 3863 or udp port 9901"]),
                 stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
             )
             processes.append(tcpdump)
