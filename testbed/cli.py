@@ -90,21 +90,25 @@ def _exit_on_signal(signum: int, frame: object) -> None:
 @app.command()
 def doctor(as_json: bool = typer.Option(False, "--json", help="One JSON document.")) -> None:
     """What this kernel offers (SCTP, netem, Open vSwitch, MPTCP, multicast, NFQUEUE) and
-    what the testbed uses instead of what is missing."""
+    what the testbed uses instead of what is missing.  Always exits 0: it is a report."""
     from . import capabilities
 
     found = capabilities.probe_all()
+    backend, why = capabilities.sctp_backend()
     if as_json:
-        print(json.dumps(capabilities.report(found), indent=2))
+        print(json.dumps(capabilities.report(found, (backend, why)), indent=2))
         return
     table = Table(title="testbed doctor")
     for column in ("capability", "status", "detail", "used instead"):
-        table.add_column(column)
+        table.add_column(column, overflow="fold", no_wrap=column in ("capability", "status"))  # never cut
     for cap in found:
         status = "[green]available[/]" if cap.available else "[red]missing[/]"
         table.add_row(cap.name, status, cap.reason, cap.fallback)
     console.print(table)
-    console.print(f"SCTP backend for `auto`: {capabilities.sctp_backend()}", markup=False)
+    if backend is None:
+        console.print(f"SCTP backend for `auto`: none ({why})", markup=False)
+    else:
+        console.print(f"SCTP backend for `auto`: {backend} ({why})", markup=False)
 
 
 @app.command()
