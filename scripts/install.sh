@@ -6,7 +6,8 @@ cd "$(dirname "$0")/.."
 
 packages=(
     mininet openvswitch-switch libusrsctp2 tshark tcpdump iproute2 iptables nftables
-    ethtool procps python3 python3-venv python3-pip
+    ethtool net-tools iputils-ping procps graphviz gcc libnetfilter-queue-dev
+    python3 python3-dev python3-venv python3-pip
 )
 missing=()
 for pkg in "${packages[@]}"; do

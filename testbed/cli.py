@@ -11,6 +11,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from . import cli_run
+
 app = typer.Typer(
     help="vnfpool-testbed: emulate pooled and chained VNFs (RSerPool, SFC, ALTO) on one machine.",
     no_args_is_help=True,
@@ -112,15 +114,19 @@ def doctor(as_json: bool = typer.Option(False, "--json", help="One JSON document
 
 
 @app.command()
-def clean() -> None:
-    """Remove every namespace and link that a crashed testbed run left behind."""
-    from . import netns
+def clean(run: str = typer.Option(None, "--run", help="Only this run id (default: every dead run).")) -> None:
+    """Remove what crashed runs left behind: their processes, namespaces, OVS bridges and links.
+    Live runs are not touched."""
+    from . import cleanup
 
-    removed = netns.clean()
+    removed = cleanup.clean_run(run) if run else cleanup.clean_all()
     for item in removed:
         console.print(f"removed {item}", markup=False)
     if not removed:
         console.print("nothing to clean")
+
+
+cli_run.register(app)
 
 
 if __name__ == "__main__":

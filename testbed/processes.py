@@ -1,0 +1,88 @@
+"""What each kind of process in a topology runs: its argv and its config file.
+
+Every RSerPool, SDN and monitor process gets one JSON config file written by the testbed
+(`<run>/config/<name>.json`): its own spec from the YAML plus what only the built network
+knows (its addresses, its domain, the registrars of its domain).  That file is the contract
+between the harness and the node programs.  A kind whose program does not exist yet runs
+`testbed.placeholder`, which says so in its log and in `status`; it never pretends.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shlex
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from .plan import Plan, Process
+
+#: The module that implements each kind (run as `python -m MODULE --config FILE`).
+MODULES = {
+    "registrar": "nodes.registrar",
+    "pool-element": "nodes.pe",
+    "pool-user": "nodes.pu",
+    "alto": "sdn.alto",
+    "monitor": "monitor",
+}
+
+
+@dataclass(frozen=True)
+class Launch:
+    argv: list[str]
+    placeholder: str | None  # why a placeholder runs instead of the real program, else None
+
+
+def module_available(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(f"{module}.__main__") is not None
+    except ModuleNotFoundError:
+        return False
+
+
+def context(plan: Plan, proc: Process) -> dict:
+    """What a node needs to know about the network it runs in."""
+    host = plan.hosts[proc.host]
+    registrars = [
+        {"name": p.name, "host": h.name, "addresses": [str(i.address.ip) for i in h.interfaces]}
+        for h in plan.hosts.values() if h.domain == host.domain
+        for p in h.processes if p.kind == "registrar"
+    ]  # fmt: skip
+    return {
+        "name": proc.name,
+        "kind": proc.kind,
+        "host": host.name,
+        "domain": host.domain,
+        "interfaces": [{"name": i.name, "address": str(i.address)} for i in host.interfaces],
+        "addresses": [str(i.address.ip) for i in host.interfaces],
+        "registrars": registrars,
+        "spec": proc.spec.model_dump(mode="json", exclude={"env", "restart"}),
+    }
+
+
+def write_config(plan: Plan, proc: Process, config_dir: Path) -> Path:
+    config_dir.mkdir(parents=True, exist_ok=True)
+    path = config_dir / f"{proc.name}.json"
+    path.write_text(json.dumps(context(plan, proc), indent=2) + "\n")
+    return path
+
+
+def launch(plan: Plan, proc: Process, config_dir: Path) -> Launch:
+    spec = proc.spec
+    if proc.kind == "command":
+        command = spec.command
+        argv = ["/bin/sh", "-c", command] if isinstance(command, str) else list(command)
+        return Launch(argv + list(spec.args), None)
+    config = write_config(plan, proc, config_dir)
+    module = MODULES[proc.kind]
+    if module_available(module):
+        return Launch([sys.executable, "-m", module, "--config", str(config), *spec.args], None)
+    why = f"{module} is not implemented yet"
+    argv = [sys.executable, "-m", "testbed.placeholder", "--kind", proc.kind, "--config", str(config),
+            "--reason", why]  # fmt: skip
+    return Launch(argv, why)
+
+
+def describe(argv: list[str]) -> str:
+    return shlex.join(argv)
