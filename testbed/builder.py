@@ -120,6 +120,14 @@ def ensure_ovs() -> bool:
 def choose(plan: Plan, capabilities: dict) -> Choices:
     """Switch and shaping choices from the topology's wishes and the capability probe."""
     opts = plan.topology.switch
+    ctl = plan.topology.controller
+    if ctl.kind == "os-ken":
+        # Secure-mode switches with nobody to program them would drop everything: refuse instead.
+        raise BuildError(f"controller kind os-ken: the testbed does not start os-ken applications yet "
+                         f"(the SFC steering app comes with issue 8); run your controller and use "
+                         f"`controller: {{kind: remote, address: 127.0.0.1, port: {ctl.port}}}`, or `none`")
+    if ctl.kind == "remote" and opts.kind == "linux-bridge":
+        raise BuildError("a remote OpenFlow controller needs Open vSwitch, not Linux bridges")
     module = capabilities["openvswitch-module"].available
     if opts.kind == "linux-bridge":
         switch, why = "linux-bridge", "requested by the topology"

@@ -139,6 +139,7 @@ class _Endpoint:
         self.family = sockaddr.family_of(local + remote)
         self.associations: dict[int, UsrsctpAssociation] = {}
         self.partial: dict[int, bytearray] = {}
+        self.up_addresses: dict[int, tuple[tuple[str, ...], tuple[str, ...]]] = {}  # read at COMM_UP
         self.on_new: asyncio.Queue[Association | None] | None = None  # set for listeners
         self.sole: UsrsctpAssociation | None = None  # set for an outgoing association's socket
         self.space = asyncio.Event()
@@ -198,6 +199,12 @@ class _Endpoint:
 
     # --- from usrsctp's threads ----------------------------------------------------------
     def from_stack(self, data: bytes | None, assoc_id: int, sid: int, ppid: int, rcv_flags: int, flags: int) -> None:
+        if data is not None and flags & api.MSG_NOTIFICATION:
+            parsed = api.parse_notification(data)
+            if parsed is not None and parsed[1].kind is EventKind.UP:
+                # Read the addresses now: by the time the loop runs, a short association may be
+                # gone from the stack, and its addresses with it.
+                self.up_addresses[parsed[0]] = (self.addresses(parsed[0], True), self.addresses(parsed[0], False))
         try:
             self.loop.call_soon_threadsafe(self._dispatch, data, assoc_id, sid, ppid, rcv_flags, flags)
         except RuntimeError:
@@ -312,8 +319,9 @@ class UsrsctpAssociation(Association):
 
     def _push(self, item: Delivery | AssociationEvent) -> None:
         if isinstance(item, AssociationEvent) and item.kind is EventKind.UP:
-            self._peer = self.endpoint.addresses(self.assoc_id, peer=True)
-            self._local = self.endpoint.addresses(self.assoc_id, peer=False)
+            early = self.endpoint.up_addresses.pop(self.assoc_id, None)
+            self._peer = self.endpoint.addresses(self.assoc_id, peer=True) or (early[0] if early else ())
+            self._local = self.endpoint.addresses(self.assoc_id, peer=False) or (early[1] if early else ())
         super()._push(item)
 
     @property
