@@ -3,10 +3,11 @@ lets them go.  It is the testbed's replacement for netem's delay on kernels with
 
     python -m testbed.delayline --queue 1:20:0 --queue 2:10:2     # queue:delay_ms:jitter_ms
 
-Packets are queued by iptables rules (see `testbed.shaping`); the verdict is given later
-from one loop over all queues, never inside the callback, so one held packet never holds up
-another.  Jitter, as netem's, may reorder packets.  SIGTERM/SIGINT accept whatever is still
-held and unbind.
+Packets are queued by iptables rules (see `testbed.shaping`).  The verdict is given later,
+from one loop over all queues, never inside the callback, so that one held packet never
+holds up another: netfilterqueue (>= 1.0) lets a Packet be accepted after its callback has
+returned.  Jitter, as netem's, may reorder packets.  SIGTERM/SIGINT accept whatever is
+still held, unbind and print the counters.
 """
 
 from __future__ import annotations
@@ -14,14 +15,20 @@ from __future__ import annotations
 import argparse
 import heapq
 import itertools
+import os
 import random
 import select
 import signal
 import sys
 import time
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from netfilterqueue import COPY_META, NetfilterQueue
+from netfilterqueue import COPY_META, NetfilterQueue, Packet
+
+MAX_LEN = 10000  # kernel-side queue length: enough for 1 s of a busy 100 Mbit/s link
+IDLE_TIMEOUT = 1.0  # s; only bounds the wait when nothing is held (signals wake us anyway)
 
 
 @dataclass(frozen=True)
@@ -32,34 +39,44 @@ class QueueSpec:
 
 
 def parse_queue(text: str) -> QueueSpec:
+    """`3:20:1.5` -> queue 3, 20 ms ± 1.5 ms; an argparse type, so errors read as usage errors."""
     try:
         number, delay, jitter = text.split(":")
         spec = QueueSpec(int(number), float(delay), float(jitter))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected QUEUE:DELAY_MS:JITTER_MS, e.g. 1:20:0") from None
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected QUEUE:DELAY_MS:JITTER_MS, e.g. 1:20:0"
+        ) from None
     if not 0 <= spec.number <= 65535 or spec.delay_ms < 0 or spec.jitter_ms < 0:
         raise argparse.ArgumentTypeError(f"{text!r}: queue 0-65535, delay and jitter >= 0")
     return spec
 
 
 class DelayLine:
-    def __init__(self, specs: list[QueueSpec], seed: int | None = None):
-        self.random = random.Random(seed)
-        self.held: list[tuple[float, int, object]] = []  # (due, sequence, packet)
-        self.sequence = itertools.count()
-        self.count = 0
-        self.queues: list[NetfilterQueue] = []
-        for spec in specs:
-            nfq = NetfilterQueue()
-            nfq.bind(spec.number, self._holder(spec), max_len=10000, mode=COPY_META)
-            self.queues.append(nfq)
+    """All queues of one namespace, and the packets they hold, ordered by due time."""
 
-    def _holder(self, spec: QueueSpec):
-        def hold(packet) -> None:
+    def __init__(self, specs: list[QueueSpec], seed: int | None = None) -> None:
+        self.random = random.Random(seed)
+        self.held: list[tuple[float, int, Packet]] = []  # (due, sequence, packet): a min-heap
+        self.sequence = itertools.count()  # ties broken in arrival order; Packets don't compare
+        self.delayed: Counter[int] = Counter()
+        self.queues: list[NetfilterQueue] = []
+        try:
+            for spec in specs:
+                nfq = NetfilterQueue()
+                self.queues.append(nfq)
+                # COPY_META: only the verdict is needed, so no payload is copied to user space.
+                nfq.bind(spec.number, self._holder(spec), max_len=MAX_LEN, mode=COPY_META)
+        except BaseException:
+            self.close()
+            raise
+
+    def _holder(self, spec: QueueSpec) -> Callable[[Packet], None]:
+        def hold(packet: Packet) -> None:
             jitter = self.random.uniform(-spec.jitter_ms, spec.jitter_ms) if spec.jitter_ms else 0.0
             due = time.monotonic() + max(0.0, spec.delay_ms + jitter) / 1000.0
             heapq.heappush(self.held, (due, next(self.sequence), packet))
-            self.count += 1
+            self.delayed[spec.number] += 1
 
         return hold
 
@@ -68,43 +85,69 @@ class DelayLine:
         while self.held and self.held[0][0] <= now:
             heapq.heappop(self.held)[2].accept()
 
-    def run(self, stop: list[bool]) -> None:
+    def run(self, wakeup: int) -> None:
+        """Until a signal writes to `wakeup`: read every ready queue, release what is due."""
         fds = {nfq.get_fd(): nfq for nfq in self.queues}
-        while not stop:
-            timeout = max(0.0, self.held[0][0] - time.monotonic()) if self.held else 0.5
-            try:
-                ready, _, _ = select.select(list(fds), [], [], timeout)
-            except InterruptedError:
-                continue
+        watched = [*fds, wakeup]
+        while True:
+            timeout = max(0.0, self.held[0][0] - time.monotonic()) if self.held else IDLE_TIMEOUT
+            ready, _, _ = select.select(watched, [], [], timeout)
+            if wakeup in ready:
+                return
             for fd in ready:
-                fds[fd].run(block=False)
+                fds[fd].run(block=False)  # drains the socket, one callback per packet
             self.release_due()
 
-    def close(self) -> None:
+    def close(self) -> int:
+        """Accept everything still held (never drop on the way out), unbind; return how many."""
+        flushed = len(self.held)
         while self.held:
             heapq.heappop(self.held)[2].accept()
         for nfq in self.queues:
             nfq.unbind()
+        self.queues.clear()
+        return flushed
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m testbed.delayline", description=__doc__.split("\n")[0])
-    parser.add_argument("--queue", type=parse_queue, action="append", required=True,
-                        help="QUEUE:DELAY_MS:JITTER_MS (repeatable)")  # fmt: skip
+    parser.add_argument(
+        "--queue",
+        type=parse_queue,
+        action="append",
+        required=True,
+        help="QUEUE:DELAY_MS:JITTER_MS (repeatable)",
+    )
     parser.add_argument("--seed", type=int, default=None, help="jitter seed, for reproducible runs")
     args = parser.parse_args(argv)
-    stop: list[bool] = []
+    numbers = [q.number for q in args.queue]
+    if len(set(numbers)) != len(numbers):
+        parser.error("each queue number may be given once")
+
+    # A signal only writes a byte to this pipe, which the select loop watches: no work in the
+    # handler, and no waiting out a select timeout before stopping.
+    read_end, write_end = os.pipe()
+    os.set_blocking(write_end, False)
+    signal.set_wakeup_fd(write_end)
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.append(True))
-    line = DelayLine(args.queue, args.seed)
-    described = ", ".join(f"queue {q.number}: {q.delay_ms:g} ms ± {q.jitter_ms:g} ms" for q in args.queue)
-    print(f"delayline: {described}", file=sys.stderr, flush=True)
+        signal.signal(sig, lambda *_: None)
+
     try:
-        line.run(stop)
+        line = DelayLine(args.queue, args.seed)
+    except OSError as e:
+        print(f"delayline: cannot bind queues {numbers}: {e} (root? queue taken?)", file=sys.stderr)
+        return 1
+    described = ", ".join(f"queue {q.number}: {q.delay_ms:g} ms ± {q.jitter_ms:g} ms" for q in args.queue)
+    print(f"delayline: pid {os.getpid()}, {described}", file=sys.stderr, flush=True)
+    try:
+        line.run(read_end)
     finally:
-        line.close()
-        print(f"delayline: {line.count} packets delayed", file=sys.stderr, flush=True)
+        flushed = line.close()
+        counts = ", ".join(f"queue {n}: {line.delayed[n]}" for n in numbers)
+        total = sum(line.delayed.values())
+        print(f"delayline: {total} packets delayed ({counts}), {flushed} released at exit", file=sys.stderr)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -6,7 +6,7 @@ statistic match, rate by an HTB class.  Rules go in the mangle table, loss befor
 queue so that a dropped packet is not delayed first, and with `--queue-bypass`, so that a
 dead delay line lets packets through undelayed rather than blackholing the link.
 
-These functions only compute commands (pure, unit-tested); the builder runs them inside
+These functions only compute commands (pure, unit-tested); the caller runs them inside
 the right namespace and `installed()` reads back what the kernel really holds.
 """
 
@@ -18,28 +18,51 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 Method = Literal["netem", "userspace"]
-COMMENT = "vtb-shape"
+COMMENT = "vtb-shape"  # tags every rule we add, so readback and cleanup find only ours
+
+Command = list[str]
+Runner = Callable[[Command], str]
 
 
 @dataclass(frozen=True)
 class LinkShape:
+    """The shaping of one direction of one link, in the units people write in topologies."""
+
     delay_ms: float = 0.0
     jitter_ms: float = 0.0
     loss_pct: float = 0.0
     rate_mbit: float | None = None
 
+    def __post_init__(self) -> None:
+        # Checked here, not in each generator: a negative delay would reach tc or the delay
+        # line as a confusing error far from the topology that caused it.
+        if self.delay_ms < 0 or self.jitter_ms < 0:
+            raise ValueError("delay and jitter must be >= 0")
+        if not 0 <= self.loss_pct <= 100:
+            raise ValueError("loss must be within 0-100 %")
+        if self.rate_mbit is not None and self.rate_mbit <= 0:
+            raise ValueError("rate must be > 0 (or None for unlimited)")
+
     @property
     def is_null(self) -> bool:
+        """True when there is nothing to install, so callers skip the link entirely."""
         return not (self.delay_ms or self.jitter_ms or self.loss_pct or self.rate_mbit)
+
+    @property
+    def delays(self) -> bool:
+        return bool(self.delay_ms or self.jitter_ms)
 
 
 @dataclass(frozen=True)
 class Installation:
-    commands: list[list[str]] = field(default_factory=list)
+    """Commands for one end, and what they do in words, for the testbed's status report."""
+
+    commands: list[Command] = field(default_factory=list)
     description: str = ""
 
 
 def choose_method(netem_available: bool) -> Method:
+    """netem when the kernel has sch_netem (one qdisc, no process); otherwise the fallback."""
     return "netem" if netem_available else "userspace"
 
 
@@ -47,28 +70,57 @@ def _num(value: float) -> str:
     return f"{value:g}"
 
 
+def _probability(loss_pct: float) -> str:
+    """10 -> "0.1": iptables wants a fraction; fixed point, because it rejects "1e-05"."""
+    return f"{loss_pct / 100:.10f}".rstrip("0").rstrip(".")
+
+
+def _delay_words(shape: LinkShape) -> str:
+    jitter = f" ±{_num(shape.jitter_ms)}ms" if shape.jitter_ms else ""
+    return f"delay {_num(shape.delay_ms)}ms{jitter}"
+
+
 def egress_commands(intf: str, shape: LinkShape, method: Method, queue_num: int) -> Installation:
     """Shape packets leaving `intf` (locally sent or forwarded)."""
     if method == "netem":
         return _netem(intf, shape)
-    return _userspace(intf, shape, queue_num, "POSTROUTING", "-o", with_rate=True)
+    return _userspace(intf, shape, queue_num, chain="POSTROUTING", flag="-o", with_rate=True)
 
 
 def ingress_commands(intf: str, shape: LinkShape, method: Method, queue_num: int) -> Installation:
-    """Shape packets arriving on `intf`: used where the other end is a switch port in the root
-    namespace, whose packets iptables never sees (OVS sends them with AF_PACKET).  Rate is not
-    shaped here: `rate_commands` puts HTB on the switch port instead."""
+    """Shape packets arriving on `intf`.
+
+    Used where the other end is a switch port in the root namespace, whose packets iptables
+    never sees (OVS sends them with AF_PACKET).  Rate is not shaped here, since an ingress
+    policer would drop rather than queue: `rate_commands` puts HTB on the switch port instead.
+    """
     if method == "netem":
-        return Installation([], "netem shapes the other end's egress")
-    return _userspace(intf, shape, queue_num, "PREROUTING", "-i", with_rate=False)
+        return Installation([], "none here (netem on the other end's egress)")
+    got = _userspace(intf, shape, queue_num, chain="PREROUTING", flag="-i", with_rate=False)
+    if shape.rate_mbit:
+        note = f"rate {_num(shape.rate_mbit)}Mbit/s not here (HTB on the switch port)"
+        got = Installation(got.commands, ", ".join(filter(None, [got.description, note])))
+    return got
+
+
+def rate_commands(intf: str, rate_mbit: float) -> Installation:
+    """An HTB root with one default class at `rate_mbit`: everything leaving `intf` is limited.
+
+    `replace` rather than `add`, so that applying a shape twice is not an error.
+    """
+    rate = f"{_num(rate_mbit)}mbit"
+    qdisc = ["tc", "qdisc", "replace", "dev", intf, "root", "handle", "1:", "htb", "default", "1"]
+    klass = ["tc", "class", "replace", "dev", intf, "parent", "1:", "classid", "1:1", "htb"]
+    return Installation([qdisc, [*klass, "rate", rate, "ceil", rate]], f"rate {_num(rate_mbit)}Mbit/s (HTB)")
 
 
 def _netem(intf: str, shape: LinkShape) -> Installation:
     argv = ["tc", "qdisc", "replace", "dev", intf, "root", "netem"]
     parts = []
-    if shape.delay_ms or shape.jitter_ms:
-        argv += ["delay", f"{_num(shape.delay_ms)}ms"] + ([f"{_num(shape.jitter_ms)}ms"] if shape.jitter_ms else [])
-        parts.append(f"delay {_num(shape.delay_ms)}ms" + (f" ±{_num(shape.jitter_ms)}ms" if shape.jitter_ms else ""))
+    if shape.delays:
+        argv += ["delay", f"{_num(shape.delay_ms)}ms"]
+        argv += [f"{_num(shape.jitter_ms)}ms"] if shape.jitter_ms else []
+        parts.append(_delay_words(shape))
     if shape.loss_pct:
         argv += ["loss", f"{_num(shape.loss_pct)}%"]
         parts.append(f"loss {_num(shape.loss_pct)}%")
@@ -80,18 +132,19 @@ def _netem(intf: str, shape: LinkShape) -> Installation:
     return Installation([argv], ", ".join(parts) + " (netem)")
 
 
-def _userspace(intf: str, shape: LinkShape, queue_num: int, chain: str, flag: str, with_rate: bool) -> Installation:
-    commands: list[list[str]] = []
+def _userspace(
+    intf: str, shape: LinkShape, queue_num: int, *, chain: str, flag: str, with_rate: bool
+) -> Installation:
+    commands: list[Command] = []
     parts = []
     rule = ["iptables", "-t", "mangle", "-A", chain, flag, intf, "-m", "comment", "--comment", COMMENT]
     if shape.loss_pct:
-        probability = f"{shape.loss_pct / 100:.6f}".rstrip("0").rstrip(".")
-        commands.append([*rule, "-m", "statistic", "--mode", "random", "--probability", probability, "-j", "DROP"])
+        statistic = ["-m", "statistic", "--mode", "random", "--probability", _probability(shape.loss_pct)]
+        commands.append([*rule, *statistic, "-j", "DROP"])
         parts.append(f"loss {_num(shape.loss_pct)}% (iptables statistic)")
-    if shape.delay_ms or shape.jitter_ms:
+    if shape.delays:
         commands.append([*rule, "-j", "NFQUEUE", "--queue-num", str(queue_num), "--queue-bypass"])
-        jitter = f" ±{_num(shape.jitter_ms)}ms" if shape.jitter_ms else ""
-        parts.append(f"delay {_num(shape.delay_ms)}ms{jitter} (NFQUEUE delay line, queue {queue_num})")
+        parts.append(f"{_delay_words(shape)} (NFQUEUE delay line, queue {queue_num})")
     if with_rate and shape.rate_mbit:
         rate = rate_commands(intf, shape.rate_mbit)
         commands += rate.commands
@@ -99,30 +152,28 @@ def _userspace(intf: str, shape: LinkShape, queue_num: int, chain: str, flag: st
     return Installation(commands, ", ".join(parts))
 
 
-def rate_commands(intf: str, rate_mbit: float) -> Installation:
-    """An HTB root with one class at `rate_mbit`: everything leaving `intf` is limited."""
-    rate = f"{_num(rate_mbit)}mbit"
-    return Installation(
-        [["tc", "qdisc", "replace", "dev", intf, "root", "handle", "1:", "htb", "default", "1"],
-         ["tc", "class", "replace", "dev", intf, "parent", "1:", "classid", "1:1", "htb", "rate", rate,
-          "ceil", rate]],
-        f"rate {_num(rate_mbit)}Mbit/s (HTB)",
-    )  # fmt: skip
+def installed(run: Runner, intf: str) -> dict[str, list[str]]:
+    """What the kernel holds for `intf`: its qdiscs and the testbed's mangle rules.
 
-
-def installed(run: Callable[[list[str]], str], intf: str) -> dict[str, list[str]]:
-    """What the kernel holds for `intf`: its qdiscs and the testbed's mangle rules."""
+    Read back rather than trusted, so tests and `status` show what is really in force.
+    """
     qdiscs = [line for line in run(["tc", "qdisc", "show", "dev", intf]).splitlines() if line.strip()]
-    rules = [line for line in run(["iptables", "-t", "mangle", "-S"]).splitlines()
-             if COMMENT in line and f" {intf} " in f"{line} "]  # fmt: skip
+    rules = [
+        line
+        for line in run(["iptables", "-t", "mangle", "-S"]).splitlines()
+        if COMMENT in line and f" {intf} " in f"{line} "
+    ]
     return {"qdiscs": qdiscs, "rules": rules}
 
 
 @dataclass(frozen=True)
 class DelayLineConfig:
-    queues: Mapping[int, tuple[float, float]]  # queue number -> (delay ms, jitter ms)
+    """The queues one namespace's delay line serves: queue number -> (delay ms, jitter ms)."""
+
+    queues: Mapping[int, tuple[float, float]]
 
     def to_argv(self) -> list[str]:
+        """Arguments after the interpreter; the caller picks how to enter the namespace."""
         argv = ["-m", "testbed.delayline"]
         for num, (delay, jitter) in sorted(self.queues.items()):
             argv += ["--queue", f"{num}:{_num(delay)}:{_num(jitter)}"]
