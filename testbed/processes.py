@@ -9,8 +9,11 @@ between the harness and the node programs.  A kind whose program does not exist 
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import importlib.util
 import json
+import secrets
 import shlex
 import sys
 from dataclasses import dataclass
@@ -64,8 +67,23 @@ def context(plan: Plan, proc: Process) -> dict:
 def write_config(plan: Plan, proc: Process, config_dir: Path) -> Path:
     config_dir.mkdir(parents=True, exist_ok=True)
     path = config_dir / f"{proc.name}.json"
-    path.write_text(json.dumps(context(plan, proc), indent=2) + "\n")
+    config = context(plan, proc)
+    if proc.kind == "pool-element":
+        config["pool_secret"] = pool_secret(config_dir, proc.spec.handle)
+    path.write_text(json.dumps(config, indent=2) + "\n")
+    if proc.kind == "pool-element":
+        path.chmod(0o600)
     return path
+
+
+def pool_secret(config_dir: Path, handle: str) -> str:
+    """The secret that seals a pool's cookies: one per run and pool, given to its PEs only, so
+    that the pool users (which can read their own configs) can neither read nor forge cookies."""
+    run_secret = config_dir / ".run-secret"
+    if not run_secret.exists():
+        run_secret.touch(mode=0o600)
+        run_secret.write_text(secrets.token_hex(32))
+    return hmac.new(bytes.fromhex(run_secret.read_text()), handle.encode(), hashlib.sha256).hexdigest()
 
 
 def launch(plan: Plan, proc: Process, config_dir: Path) -> Launch:

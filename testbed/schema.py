@@ -18,17 +18,14 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
+from nodes.pe.policy import POLICY_NAMES
 from pydantic import (
     BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator,
 )  # fmt: skip
 
 NAME = r"^[A-Za-z][A-Za-z0-9_-]{0,30}$"
-POLICIES = (
-    "round-robin", "weighted-round-robin", "random", "weighted-random", "priority",
-    "least-used", "least-used-degradation", "priority-least-used", "randomized-least-used",
-    "weighted-random-dpf", "least-used-dpf", "randomized-priority-least-used",
-    "priority-least-used-degradation", "first-come-first-served",
-)  # fmt: skip
+#: Every pool policy with a wire encoding, by the names the pool element program takes.
+POLICIES = tuple(POLICY_NAMES)
 
 
 class TopologyError(ValueError):

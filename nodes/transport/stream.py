@@ -11,6 +11,7 @@ subflows over the host's other interfaces (see `mptcp_endpoint_commands`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import os
 import socket
@@ -146,8 +147,9 @@ class StreamAssociation(Association, asyncio.Protocol):
     def abort(self) -> None:
         if self.transport is not None:
             sock = self.transport.get_extra_info("socket")
-            if sock is not None:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            if sock is not None and sock.fileno() >= 0:  # already closed by the peer: nothing to reset
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             self.transport.abort()
         self._end(self.closed_by)
 

@@ -1,0 +1,300 @@
+"""The thin asyncio layer under a protocol core: associations, timers, multicast, logs.
+
+A `Driver` owns one core (see `nodes.sansio`).  It turns what happens on the network into
+calls of the core's methods and carries out the actions that come back:
+
+    core.association_up(assoc, now, peer_addresses=..., key=...)   an association is up
+    core.association_down(assoc, now)                             it has ended
+    core.connect_failed(key, reason, now)                         a Connect did not succeed
+    core.receive(assoc, data, ppid, now)                          a whole message arrived
+    core.timer(key, now)                                          a timer fired
+    core.datagram(data, source, port, interface, now)             a multicast datagram
+
+Every call is guarded: an exception inside the core is logged as `internal-error` with the
+input that caused it, and the node goes on, so that a peer's message can never kill it.
+Messages to one association leave in the order the core asked for (one writer per
+association); over TCP, which carries one PPID per connection, everything goes with it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import sys
+import time
+import traceback
+from collections import Counter
+from collections.abc import Callable, Hashable, Sequence
+from typing import Any, Protocol as TypingProtocol, TextIO
+
+from nodes import transport
+from nodes.sansio import (
+    Abort,
+    Action,
+    Announce,
+    AssocId,
+    CancelTimer,
+    Close,
+    Connect,
+    Emit,
+    Result,
+    Send,
+    SendData,
+    StartTimer,
+)
+from nodes.transport import Association, AssociationClosed, AssociationEvent, TransportError, TransportOptions
+from nodes.transport.multicast import MulticastChannel, MulticastConfig
+
+#: The PPID of application data between pool users and pool elements (not IANA-assigned:
+#: "VNFP"); ASAP control messages on the same association keep PPID 11.
+APP_PPID = 0x564E4650
+
+
+class Core(TypingProtocol):
+    def association_up(self, assoc: AssocId, now: float, **info: Any) -> list[Action]: ...
+    def association_down(self, assoc: AssocId, now: float) -> list[Action]: ...
+    def receive(self, assoc: AssocId, data: bytes, ppid: int, now: float) -> list[Action]: ...
+    def timer(self, key: Hashable, now: float) -> list[Action]: ...
+
+
+class EventLog:
+    """One JSON object per line: {"t": unix time, "node": name, "event": ..., fields}."""
+
+    def __init__(self, node: str, out: TextIO = sys.stdout) -> None:
+        self.node, self.out = node, out
+        self.counts: Counter[str] = Counter()
+
+    def __call__(self, event: str, **fields: Any) -> None:
+        self.counts[event] += 1
+        record = {"t": round(time.time(), 6), "node": self.node, "event": event, **fields}
+        print(json.dumps(record, default=str), file=self.out, flush=True)
+
+
+class Driver:
+    """Runs one sans-I/O core on real associations, timers and multicast sockets."""
+
+    def __init__(
+        self,
+        core: Any,
+        log: EventLog,
+        *,
+        backend: str = "auto",
+        options: TransportOptions | None = None,
+        local: Sequence[str] = (),
+    ) -> None:
+        self.core, self.log = core, log
+        self.backend = backend
+        self.options = options or TransportOptions()
+        self.local = tuple(local)
+        self.loop = asyncio.get_running_loop()
+        self.assocs: dict[AssocId, Association] = {}
+        self.outboxes: dict[AssocId, asyncio.Queue[tuple[bytes, int] | None]] = {}
+        self.timers: dict[Hashable, asyncio.TimerHandle] = {}
+        self.listeners: list[transport.Listener] = []
+        self.channels: list[MulticastChannel] = []
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.ids = itertools.count(1)
+        self.hooks: list[Callable[[Emit], None]] = []  # see every Emit (the process glues cores)
+        self.on_result: Callable[[Result], None] = lambda result: None
+
+    # --- calling the core ----------------------------------------------------------------
+
+    def call(self, method: str, *args: Any, **kwargs: Any) -> None:
+        """Call `core.method(*args, now, **kwargs)`-style inputs, guarded, and act on the result."""
+        try:
+            actions = getattr(self.core, method)(*args, **kwargs)
+        except Exception as exc:  # the daemon survives its own bugs too, loudly
+            self.log("internal-error", input=method, error=repr(exc), trace=traceback.format_exc(limit=6))
+            return
+        self.execute(actions)
+
+    def now(self) -> float:
+        return self.loop.time()
+
+    def execute(self, actions: Sequence[Action]) -> None:
+        for action in actions:
+            match action:
+                case Send(assoc, message):
+                    self._enqueue(assoc, message.encode(), message.PROTOCOL.ppid)
+                case SendData(assoc, data):
+                    self._enqueue(assoc, data, APP_PPID)
+                case StartTimer(key, delay):
+                    self._start_timer(key, delay)
+                case CancelTimer(key):
+                    handle = self.timers.pop(key, None)
+                    if handle:
+                        handle.cancel()
+                case Abort(assoc):
+                    if (a := self.assocs.get(assoc)) is not None:
+                        a.abort()
+                case Close(assoc):
+                    self._enqueue_close(assoc)
+                case Connect():
+                    self._spawn(self._connect(action))
+                case Announce(message):
+                    self._spawn(self._announce(message.encode()))
+                case Result():
+                    self.on_result(action)
+                case Emit(event, fields):
+                    self.log(event, **fields)
+                    for hook in self.hooks:
+                        hook(action)
+
+    # --- timers --------------------------------------------------------------------------
+
+    def _start_timer(self, key: Hashable, delay: float) -> None:
+        old = self.timers.pop(key, None)
+        if old:
+            old.cancel()
+
+        def fire() -> None:
+            self.timers.pop(key, None)
+            self.call("timer", key, self.now())
+
+        self.timers[key] = self.loop.call_later(max(0.0, delay), fire)
+
+    # --- associations --------------------------------------------------------------------
+
+    async def listen(self, addresses: Sequence[str], port: int, **info: Any) -> transport.Listener:
+        """Accept associations on `port`; each is reported to the core with `info`."""
+        listener = await transport.listen(addresses, port, backend=self.backend, options=self.options)
+        self.listeners.append(listener)
+        self._spawn(self._accept(listener, info))
+        return listener
+
+    async def _accept(self, listener: transport.Listener, info: dict[str, Any]) -> None:
+        while True:
+            try:
+                assoc = await listener.accept()
+            except TransportError:
+                return
+            self._adopt(assoc, None, info)
+
+    async def _connect(self, request: Connect) -> None:
+        try:
+            assoc = await transport.connect(
+                request.addresses, request.port, local=self.local, backend=self.backend, options=self.options
+            )
+        except (TransportError, OSError) as exc:
+            self.call("connect_failed", request.key, str(exc), self.now())
+            return
+        self._adopt(assoc, request.key, {})
+
+    def _adopt(self, assoc: Association, key: Hashable | None, info: dict[str, Any]) -> None:
+        assoc_id = next(self.ids)
+        self.assocs[assoc_id] = assoc
+        outbox: asyncio.Queue[tuple[bytes, int] | None] = asyncio.Queue()
+        self.outboxes[assoc_id] = outbox
+        self._spawn(self._write(assoc_id, assoc, outbox))
+        extra = {"key": key} if key is not None else {}
+        self.call(
+            "association_up", assoc_id, self.now(),
+            peer_addresses=tuple(assoc.peer_addresses), sctp=assoc.backend.is_sctp, **extra, **info,
+        )  # fmt: skip
+        self._spawn(self._read(assoc_id, assoc))
+
+    async def _read(self, assoc_id: AssocId, assoc: Association) -> None:
+        try:
+            while True:
+                item = await assoc.next_item()
+                if isinstance(item, AssociationEvent):
+                    if not item.kind.ends_association and item.kind.value.startswith("address"):
+                        self.log("path", assoc=assoc_id, kind=item.kind.value, address=item.address)
+                    continue
+                self.call("receive", assoc_id, item.data, item.ppid, self.now())
+        except AssociationClosed:
+            pass
+        finally:
+            self._forget(assoc_id)
+            self.call("association_down", assoc_id, self.now())
+
+    def _forget(self, assoc_id: AssocId) -> None:
+        self.assocs.pop(assoc_id, None)
+        outbox = self.outboxes.pop(assoc_id, None)
+        if outbox is not None:
+            outbox.put_nowait(None)
+
+    def _enqueue(self, assoc_id: AssocId, data: bytes, ppid: int) -> None:
+        outbox = self.outboxes.get(assoc_id)
+        if outbox is None:
+            self.log("send-dropped", assoc=assoc_id, reason="association gone", bytes=len(data))
+            return
+        outbox.put_nowait((data, ppid))
+
+    def _enqueue_close(self, assoc_id: AssocId) -> None:
+        outbox = self.outboxes.get(assoc_id)
+        if outbox is not None:
+            outbox.put_nowait((b"", -1))  # the writer closes after what is queued before it
+
+    async def _write(self, assoc_id: AssocId, assoc: Association, outbox: asyncio.Queue) -> None:
+        while (item := await outbox.get()) is not None:
+            data, ppid = item
+            try:
+                if ppid == -1:
+                    await assoc.close()
+                    return
+                # A byte stream has one PPID per connection; the receiver tells by type byte.
+                await assoc.send(data, ppid if assoc.backend.is_sctp else assoc.ppid)  # type: ignore[attr-defined]
+            except (TransportError, OSError) as exc:
+                self.log("send-failed", assoc=assoc_id, error=str(exc), bytes=len(data))
+                if not assoc.is_open:
+                    return
+
+    def peer_addresses(self, assoc_id: AssocId) -> tuple[str, ...]:
+        assoc = self.assocs.get(assoc_id)
+        return tuple(assoc.peer_addresses) if assoc else ()
+
+    # --- multicast -----------------------------------------------------------------------
+
+    async def join(self, config: MulticastConfig, *, receive: bool = True) -> MulticastChannel:
+        channel = await MulticastChannel.open(config)
+        self.channels.append(channel)
+        if receive:
+            self._spawn(self._datagrams(channel))
+        return channel
+
+    async def _datagrams(self, channel: MulticastChannel) -> None:
+        while True:
+            d = await channel.receive()
+            self.call("datagram", d.data, d.source, d.source_port, d.interface, self.now())
+
+    async def _announce(self, data: bytes) -> None:
+        for channel in self.channels:
+            try:
+                await channel.send(data)
+            except OSError as exc:
+                self.log("announce-failed", group=channel.config.group, error=str(exc))
+
+    # --- lifetime ------------------------------------------------------------------------
+
+    def _spawn(self, coro: Any) -> None:
+        task = self.loop.create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self.tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            exc = task.exception()
+            self.log("internal-error", input="task", error=repr(exc))
+
+    async def flush(self, timeout: float = 2.0) -> None:
+        """Wait (bounded) until every queued message has been handed to the transport."""
+        deadline = self.loop.time() + timeout
+        while any(not q.empty() for q in self.outboxes.values()) and self.loop.time() < deadline:
+            await asyncio.sleep(0.01)
+
+    async def close(self) -> None:
+        for handle in self.timers.values():
+            handle.cancel()
+        self.timers.clear()
+        for assoc in list(self.assocs.values()):
+            assoc.abort()
+        for listener in self.listeners:
+            await listener.close()
+        for channel in self.channels:
+            channel.close()
+        for task in list(self.tasks):
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
