@@ -206,6 +206,9 @@ class Driver:
         except AssociationClosed:
             pass
         finally:
+            end = assoc.closed_by
+            self.log("association-ended", assoc=assoc_id, how=end.kind.value if end else "closed locally",
+                     detail=end.detail if end else "", error=end.error if end else 0)  # fmt: skip
             self._forget(assoc_id)
             self.call("association_down", assoc_id, self.now())
 

@@ -58,7 +58,7 @@ class PoolElementOptions:
     load_threshold: float = 0.05  #: a load change that triggers a re-registration (fraction)
     load_update_min_interval: float = 0.5
     deregistration_timeout: float = 2.0
-    card_refresh: float = 60.0  #: s between resolutions of its own pool (the business card)
+    card_refresh: float = 5.0  #: s: at most this often, a new session refreshes the business card
 
     def __post_init__(self) -> None:
         if not 0 < self.pe_id < 0xFFFFFFFF:
@@ -185,6 +185,16 @@ class PoolElementCore:
         return [Emit("load-changed", {"from": round(old, 3), "to": round(fraction, 3)}),
                 StartTimer(("load-update",), 0.0 if self.phase == "registered" else self.options.load_update_min_interval)]  # fmt: skip
 
+    def refresh_mates(self, now: float) -> list[Action]:
+        """Resolve the PE's own pool, for the business card; at most every `card_refresh` s,
+        because a resolution advances the pool's selection state like anybody's would."""
+        if self.phase != "registered" or self.home is None:
+            return []
+        if self.mates_asked_at is not None and now - self.mates_asked_at < self.options.card_refresh:
+            return []
+        self.mates_asked_at = now
+        return [Send(self.home, HandleResolution(pool_handle=self.options.pool_handle, items=ALL_ITEMS))]
+
     def shutdown(self, now: float) -> list[Action]:
         if self.phase != "registered" or self.home is None:
             self.phase = "stopped"
@@ -243,10 +253,8 @@ class PoolElementCore:
             CancelTimer(("registration-timeout",)),
             StartTimer(("reregister",), self.options.reregistration_interval),
         ]
-        if self.mates_asked_at is None or now - self.mates_asked_at >= self.options.card_refresh:
-            # Rarely: a resolution advances the pool's selection state like anybody's would.
-            self.mates_asked_at = now
-            actions.append(Send(self.home, HandleResolution(pool_handle=self.options.pool_handle, items=ALL_ITEMS)))  # type: ignore[arg-type]
+        if first and self.mates_asked_at is None:
+            actions += self.refresh_mates(now)
         if first:
             event = "registered" if not self.registered_once else "registered-again"
             self.registered_once = True

@@ -90,12 +90,14 @@ async def run(argv: Sequence[str] | None = None) -> int:
     log = EventLog(args.name)
     core = PoolElementCore(options)
     sealer = CookieSealer(secret, options.pool_handle) if args.cookie_every > 0 else None
+    transport_options = node.transport_options(args)
+    control = Driver(core, log, backend=args.backend, options=transport_options, local=args.local)
+
     services = ServiceCore(
         service, options.pe_id, sealer, cookie_every=max(1, args.cookie_every),
         card=lambda: (options.pool_handle, core.policy, core.pool_mates),
+        on_session=lambda: control.call("refresh_mates", control.now()),  # the next card has the answer
     )  # fmt: skip
-    transport_options = node.transport_options(args)
-    control = Driver(core, log, backend=args.backend, options=transport_options, local=args.local)
     data = Driver(services, log, backend=args.backend, options=transport_options, local=args.local)
     try:
         await data.listen(args.local, options.user_port)

@@ -48,6 +48,7 @@ _BLOCK = bytes(1024)
 class Session:
     served: int = 0
     restored_from: str | None = None
+    card: frozenset[int] = frozenset()  #: the PE ids of the last business card sent
 
 
 class ServiceCore:
@@ -59,23 +60,34 @@ class ServiceCore:
         *,
         cookie_every: int = 1,
         card: Callable[[], tuple[bytes, Policy, tuple[PoolElement, ...]] | None] = lambda: None,
+        on_session: Callable[[], None] = lambda: None,
     ) -> None:
         if service not in SERVICES:
             raise ValueError(f"unknown service {service!r} (choose from {', '.join(SERVICES)})")
         self.service, self.pe_id, self.sealer = service, pe_id, sealer
         self.cookie_every = cookie_every
         self.card = card
+        self.on_session = on_session  # a new session: the PE may refresh its pool mates
         self.sessions: dict[AssocId, Session] = {}
         self.requests = 0
 
     def association_up(self, assoc: AssocId, now: float, **info: Any) -> list[Action]:
         self.sessions[assoc] = Session()
+        self.on_session()
         actions: list[Action] = [Emit("session-up", {"assoc": assoc, "peer": list(info.get("peer_addresses", ()))})]
+        return actions + self._business_card(assoc, self.sessions[assoc])
+
+    def _business_card(self, assoc: AssocId, session: Session) -> list[Action]:
+        """A BUSINESS_CARD when the pool mates known differ from the last one sent."""
         card = self.card()
-        if card is not None and card[2]:
-            handle, policy, mates = card
-            actions.append(Send(assoc, BusinessCard(pool_handle=handle, pool_elements=mates, policy=policy)))
-        return actions
+        if card is None or not card[2]:
+            return []
+        handle, policy, mates = card
+        ids = frozenset(p.identifier for p in mates)
+        if ids == session.card:
+            return []
+        session.card = ids
+        return [Send(assoc, BusinessCard(pool_handle=handle, pool_elements=mates, policy=policy))]
 
     def association_down(self, assoc: AssocId, now: float) -> list[Action]:
         session = self.sessions.pop(assoc, None)
@@ -104,7 +116,7 @@ class ServiceCore:
         if self.sealer is not None and self.cookie_every > 0 and session.served % self.cookie_every == 0:
             state = json.dumps({"served": session.served, "pe": self.pe_id}).encode()
             actions.append(Send(assoc, Cookie(cookie=self.sealer.seal(state))))
-        return actions
+        return actions + self._business_card(assoc, session)
 
     def _serve(self, request: app.AppMessage, session: Session) -> app.AppMessage | None:
         if self.service == "discard":

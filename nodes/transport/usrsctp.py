@@ -71,8 +71,15 @@ class _Stack:
         if not ok or soname is None:
             raise BackendUnavailable(reason)
         lib = api.load(soname)
-        lib.usrsctp_init(udp_port, None, None)
+        # usrsctp_init resets the sysctls and opens the raw sockets, which see every SCTP packet
+        # of the namespace, before it returns: until blackhole is 2 again the new stack ABORTs
+        # the other stacks' packets (a starting PE killed its neighbours' associations that
+        # way).  So: initialise without threads, set blackhole, and only then start the
+        # receive and timer threads (both exported by libusrsctp).
+        lib.usrsctp_init_nothreads(udp_port, None, None)
         lib.usrsctp_sysctl_set_sctp_blackhole(2)
+        lib.recv_thread_init()
+        lib.sctp_start_timer_thread()
         lib.usrsctp_sysctl_set_sctp_debug_on(0)
         self.lib, self.udp_port = lib, udp_port
         atexit.register(self.finish)
@@ -143,6 +150,7 @@ class _Endpoint:
         self.on_new: asyncio.Queue[Association | None] | None = None  # set for listeners
         self.sole: UsrsctpAssociation | None = None  # set for an outgoing association's socket
         self.space = asyncio.Event()
+        self.reservation: socket.socket | None = None  # see _reserve_port
         self.key = _stack.register(self)
         self.sock = self.lib.usrsctp_socket(
             self.family, socket.SOCK_SEQPACKET, socket.IPPROTO_SCTP, _stack.receive_cb, _stack.send_cb,
@@ -176,9 +184,9 @@ class _Endpoint:
         self._bind(port)
 
     def _bind(self, port: int) -> None:
+        if port == 0:
+            port = self._reserve_port()
         if not self.local:
-            if port == 0:
-                return  # an ephemeral port and all addresses, chosen at connect time
             wildcard = "::" if self.family == socket.AF_INET6 else "0.0.0.0"
             packed = sockaddr.pack(wildcard, port)
             self._check(self.lib.usrsctp_bind(self.sock, packed, len(packed)), "bind")
@@ -186,6 +194,19 @@ class _Endpoint:
         packed = sockaddr.pack_list(self.local, port)
         self._check(self.lib.usrsctp_bindx(self.sock, packed, len(self.local), api.SCTP_BINDX_ADD_ADDR),
                     f"bind to {', '.join(self.local)} port {port}")  # fmt: skip
+
+    def _reserve_port(self) -> int:
+        """An ephemeral port no other process of this namespace holds, kept while the socket lives.
+
+        Each process runs its own usrsctp stack, and the stacks' port choices are not
+        coordinated: two PEs on one host picked the same source port, and the registrar took
+        the second INIT for a restart of the first association, which it then lost.  A kernel
+        TCP socket bound to port 0 gets a port that is unique in the namespace; holding it keeps
+        every other process (and its reservation) off that port."""
+        family = socket.AF_INET6 if self.family == socket.AF_INET6 else socket.AF_INET
+        self.reservation = socket.socket(family, socket.SOCK_STREAM)
+        self.reservation.bind(("::" if family == socket.AF_INET6 else "0.0.0.0", 0))
+        return int(self.reservation.getsockname()[1])
 
     def _setopt(self, option: int, value: ctypes._CData) -> None:
         size = ctypes.sizeof(value)
@@ -265,6 +286,9 @@ class _Endpoint:
             sock, self.sock = self.sock, None
             _stack.unregister(self.key)
             self.lib.usrsctp_close(sock)
+        if self.reservation is not None:
+            self.reservation.close()
+            self.reservation = None
 
     def addresses(self, assoc_id: int, peer: bool) -> tuple[str, ...]:
         if not self.sock:

@@ -134,6 +134,9 @@ def load(soname: str) -> ctypes.CDLL:
     v, p, i, u32, sz = ctypes.c_void_p, ctypes.POINTER, ctypes.c_int, ctypes.c_uint32, ctypes.c_size_t
     prototypes = {
         "usrsctp_init": (None, [ctypes.c_uint16, v, v]),
+        "usrsctp_init_nothreads": (None, [ctypes.c_uint16, v, v]),
+        "recv_thread_init": (None, []),
+        "sctp_start_timer_thread": (None, []),
         "usrsctp_socket": (v, [i, i, i, RECEIVE_CB, SEND_CB, u32, v]),
         "usrsctp_setsockopt": (i, [v, i, i, v, u32]),
         "usrsctp_getsockopt": (i, [v, i, i, v, p(u32)]),
