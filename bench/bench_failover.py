@@ -78,7 +78,10 @@ domains:
   D1:
     hosts:
       reg: {{processes: [{{registrar: {{name: registrar, options: {json.dumps(registrar)}}}}}]}}
-{hosts}      pu: {{processes: [{{pool-user: {{name: pu, handle: EchoPool, workload: {{service: echo, rate: {RATE}}}, options: {json.dumps(pu)}}}}}]}}
+{hosts}      pu:
+        processes:
+          - pool-user: {{name: pu, handle: EchoPool, workload: {{service: echo, rate: {RATE}}},
+                         options: {json.dumps(pu)}}}
 """
 
 
@@ -225,8 +228,9 @@ def measure(backend: str, args: argparse.Namespace, run_root: Path) -> dict[str,
         for case in CASES:
             for i in range(args.repeats):
                 result = run.once(case, rng)
-                print(f"{backend} {case} #{i + 1}: detect {result['PU detect']:.0f} ms, gap {result['PU gap']:.0f} ms, "
-                      f"removed after {result['fault->removed']:.0f} ms ({result['reason']})", file=sys.stderr)  # fmt: skip
+                print(f"{backend} {case} #{i + 1}: detect {result['PU detect']:.0f} ms, "
+                      f"gap {result['PU gap']:.0f} ms, removed after {result['fault->removed']:.0f} ms "
+                      f"({result['reason']})", file=sys.stderr)  # fmt: skip
                 results.setdefault(case, []).append(result)
     return results
 

@@ -24,13 +24,17 @@ consecutive slices of its measurement (for the core fill: of at least five fills
 burst of other work on the machine does not decide a figure; the load average is printed.
 
 How to read it.  Ratios near 1 mean the network path costs little; a ratio of 0.3 means the
-registrar process spends two thirds of its time outside the protocol core (transport, event loop,
+registrar process spends about two thirds of its time outside the protocol core (transport, event loop,
 encoding the replies, one JSON log line per request).  `cpu` is the registrar's CPU use during
 the measurement / the client's ("-" for runs under 0.2 s): a registrar near 100 % is saturated,
 a client near 100 % with a registrar below it means the client was the limit (over usrsctp the
-stack's own threads count too, so the registrar can show more than 100 %).  LU against RR, and N = 10 against N = 10,000,
-shows the handlespace's O(log n) selection: rates drop by a small factor, not by 1,000.  Figures
-depend on the machine and on what else runs on it; nothing is asserted.  Needs root (namespaces).
+stack's own threads count too, so the registrar can show more than 100 %).  A registrar well under
+100 % was short of CPU (other load on this machine): the second table divides each timed rate by
+the CPU time the registrar got (for the core: this process's CPU time), requests per CPU-second,
+the cost of a request, which stays comparable when the machine is busy.  LU against RR, and
+N = 10 against N = 10,000, shows the handlespace's O(log n) selection: rates drop by a small
+factor, not by 1,000.  Figures depend on the machine and on what else runs on it; nothing is
+asserted.  Needs root (namespaces).
 """
 
 from __future__ import annotations
@@ -89,7 +93,8 @@ def registrations(policy: str, n: int, backend: str) -> list[bytes]:
     """N REGISTRATIONs of PE ids 1..N in the policy's pool, user transport = the client."""
     r = random.Random(n)
     address = (ip_address(CLIENT_ADDRESS),)
-    transport = TcpTransport(port=9000, addresses=address) if backend == "tcp" else SctpTransport(port=9000, addresses=address)
+    kind = TcpTransport if backend == "tcp" else SctpTransport
+    transport = kind(port=9000, addresses=address)
     out = []
     for pe_id in range(1, n + 1):
         policy_value = pol.RoundRobin() if policy == "RR" else pol.LeastUsed(r.randrange(pol.load_value(1.0)))
@@ -105,9 +110,9 @@ def resolution(policy: str) -> bytes:
 # --- the core alone, in this process ----------------------------------------------------------
 
 
-def core_rates(sizes: list[int], seconds: float) -> dict[tuple[str, str, int], float]:
-    """{(operation, policy, N): calls of RegistrarCore.receive per second}."""
-    results: dict[tuple[str, str, int], float] = {}
+def core_rates(sizes: list[int], seconds: float) -> dict[tuple[str, str, int], tuple[float, float]]:
+    """{(operation, policy, N): calls of RegistrarCore.receive per second, per CPU-second}."""
+    results: dict[tuple[str, str, int], tuple[float, float]] = {}
     for n in sizes:
         core = _core()
         for policy in POLICIES:
@@ -115,16 +120,18 @@ def core_rates(sizes: list[int], seconds: float) -> dict[tuple[str, str, int], f
             # The fill into this core, then into fresh cores, at least SLICES times and a quarter
             # of `seconds` (ten calls alone are too short to time); the median fill's rate.
             fill_rates: list[float] = []
+            fill_cpu_rates: list[float] = []
             spent, target = 0.0, core
             while len(fill_rates) < SLICES or spent < seconds / 4:
-                start = time.perf_counter()
+                start, cpu = time.perf_counter(), time.process_time()
                 for data in regs:
                     target.receive(1, data, Protocol.ASAP.ppid, 0.0)
                 took = time.perf_counter() - start
                 spent += took
                 fill_rates.append(n / took)
+                fill_cpu_rates.append(n / max(time.process_time() - cpu, 1e-6))
                 target = _core()
-            results["register (fill)", policy, n] = statistics.median(fill_rates)
+            results["register (fill)", policy, n] = statistics.median(fill_rates), statistics.median(fill_cpu_rates)
             pool = core.handlespace.pool(HANDLES[policy])
             if pool is None or len(pool) != n:
                 raise BenchError(f"core: the {policy} pool has not {n} PEs after the fill")
@@ -144,12 +151,12 @@ def _core() -> RegistrarCore:
     return core
 
 
-def _rate(core: RegistrarCore, messages: list[bytes], seconds: float) -> float:
-    """Median over SLICES consecutive slices of `seconds` / SLICES of receive() calls per second."""
+def _rate(core: RegistrarCore, messages: list[bytes], seconds: float) -> tuple[float, float]:
+    """receive() calls per second and per CPU-second: medians over SLICES consecutive slices."""
     ppid, count, i = Protocol.ASAP.ppid, len(messages), 0
-    rates = []
+    rates, cpu_rates = [], []
     for _ in range(SLICES):
-        calls, start = 0, time.perf_counter()
+        calls, start, cpu = 0, time.perf_counter(), time.process_time()
         while True:
             for _ in range(100):
                 core.receive(1, messages[i], ppid, 0.0)
@@ -158,8 +165,9 @@ def _rate(core: RegistrarCore, messages: list[bytes], seconds: float) -> float:
             elapsed = time.perf_counter() - start
             if elapsed >= seconds / SLICES:
                 rates.append(calls / elapsed)
+                cpu_rates.append(calls / max(time.process_time() - cpu, 1e-6))
                 break
-    return statistics.median(rates)
+    return statistics.median(rates), statistics.median(cpu_rates)
 
 
 def sliced_rate(marks: list[tuple[int, float]]) -> float | None:
@@ -208,7 +216,9 @@ class Phase:
                 self.errors.append(f"rejected: {_describe(data)}")
         elif self.received % CHECK_EVERY == 1:
             message = decode(data, Protocol.ASAP)
-            if isinstance(message, HandleResolutionResponse) and (message.error or len(message.pool_elements) != self.check):
+            wrong = isinstance(message, HandleResolutionResponse) and (
+                message.error or len(message.pool_elements) != self.check)
+            if wrong:
                 self.errors.append(f"resolution with {len(message.pool_elements)} PEs, error {message.error}")
             elif isinstance(message, RegistrationResponse) and message.error:
                 self.errors.append(f"registration error {message.error}")
@@ -328,8 +338,9 @@ class Lab:
                                          stdin=subprocess.DEVNULL, env=env, cwd=ROOT)  # fmt: skip
         try:
             _wait_listening(registrar, log_path)
-            cmd = [sys.executable, str(Path(__file__).resolve()), "--client", "--backend", backend, "--size", str(n),
-                   "--seconds", str(args.seconds), "--window", str(args.window), "--registrar-pid", str(registrar.pid)]  # fmt: skip
+            cmd = [sys.executable, str(Path(__file__).resolve()), "--client", "--backend", backend,
+                   "--size", str(n), "--seconds", str(args.seconds), "--window", str(args.window),
+                   "--registrar-pid", str(registrar.pid)]  # fmt: skip
             budget = 60 + 10 * args.seconds + n / 200
             try:
                 done = subprocess.run(self.netns.in_netns(self.client, cmd), capture_output=True, text=True,
@@ -375,35 +386,58 @@ def _stop(proc: subprocess.Popen) -> None:
 def print_table(sizes: list[int], backends: list[str], core: dict, network: dict[str, dict | str], load: float) -> None:
     print("Requests per second at one registrar; network = load client in another namespace over veth,")
     print("core = RegistrarCore.receive in-process; ratio = network / core; cpu = registrar % / client %")
-    print(f"({os.cpu_count()} CPUs; 1-minute load average {load:.2f} at the start, {os.getloadavg()[0]:.2f} at the end)\n")
-    head = f"{'operation':<16}{'pol':<4}{'PEs':>7} {'core/s':>9}"
-    for backend in backends:
-        head += f" | {backend + '/s':>10} {'ratio':>5} {'cpu':>7}"
-    print(head)
-    print("-" * len(head))
-    for op in ("register (fill)", "re-register", "resolve(3)"):
-        for policy in POLICIES:
-            for n in sizes:
-                c = core[op, policy, n]
-                row = f"{op:<16}{policy:<4}{n:>7,} {c:>9,.0f}"
-                for backend in backends:
-                    result = network[backend]
-                    if isinstance(result, str):
-                        row += f" | {'-':>10} {'-':>5} {'-':>7}"
-                        continue
-                    m = result[op, policy, n]
-                    cpu = "-" if m["seconds"] < 0.2 else f"{m['registrar_cpu'] * 100:.0f}/{m['client_cpu'] * 100:.0f}"
-                    row += f" | {m['rate']:>10,.0f} {m['rate'] / c:>5.2f} {cpu:>7}"
-                print(row)
-        print()
+    print(f"({os.cpu_count()} CPUs; 1-minute load average {load:.2f} at the start, "
+          f"{os.getloadavg()[0]:.2f} at the end)\n")
+    _table(sizes, backends, core, network, per_cpu=False)
+    print("The same per CPU-second of the registrar (core: of this process), which other load on the machine")
+    print("does not change: the cost of a request; ratio = network / core\n")
+    _table(sizes, backends, core, network, per_cpu=True)
     for backend in backends:
         if isinstance(network[backend], str):
             print(f"{backend}: not measured: {network[backend]}")
     other = [b for b in backends if not isinstance(network[b], str)]
     if len(other) == 2:
         a, b = other
-        pairs = [network[a][k]["rate"] / network[b][k]["rate"] for k in network[a]]
-        print(f"{a}/{b} rate, median over all rows: {sorted(pairs)[len(pairs) // 2]:.2f}")
+        for per_cpu in (False, True):
+            pairs = sorted(_network_rate(network[a][k], per_cpu) / _network_rate(network[b][k], per_cpu)
+                           for k in network[a] if k[0] != "register (fill)")  # fmt: skip
+            what = "per registrar CPU-second" if per_cpu else "per second"
+            print(f"{a}/{b}, requests {what}, median over the timed rows: {pairs[len(pairs) // 2]:.2f}")
+
+
+def _network_rate(m: dict, per_cpu: bool) -> float:
+    if not per_cpu:
+        return m["rate"]
+    return m["overall_rate"] / m["registrar_cpu"] if m["registrar_cpu"] > 0 else float("nan")
+
+
+def _table(sizes: list[int], backends: list[str], core: dict, network: dict[str, dict | str], per_cpu: bool) -> None:
+    unit = "/cpu-s" if per_cpu else "/s"
+    head = f"{'operation':<16}{'pol':<4}{'PEs':>7} {'core' + unit:>11}"
+    for backend in backends:
+        head += f" | {backend + unit:>14} {'ratio':>5}" + ("" if per_cpu else f" {'cpu':>7}")
+    print(head)
+    print("-" * len(head))
+    for op in ("register (fill)", "re-register", "resolve(3)"):
+        if per_cpu and op == "register (fill)":
+            continue  # too short to read a CPU time from /proc at small N
+        for policy in POLICIES:
+            for n in sizes:
+                c = core[op, policy, n][1 if per_cpu else 0]
+                row = f"{op:<16}{policy:<4}{n:>7,} {c:>11,.0f}"
+                for backend in backends:
+                    result = network[backend]
+                    if isinstance(result, str):
+                        row += f" | {'-':>14} {'-':>5}" + ("" if per_cpu else f" {'-':>7}")
+                        continue
+                    m = result[op, policy, n]
+                    rate = _network_rate(m, per_cpu)
+                    row += f" | {rate:>14,.0f} {rate / c:>5.2f}"
+                    if not per_cpu:
+                        cpu = f"{m['registrar_cpu'] * 100:.0f}/{m['client_cpu'] * 100:.0f}"
+                        row += f" {'-' if m['seconds'] < 0.2 else cpu:>7}"
+                print(row)
+        print()
 
 
 def _interrupt(signum: int, frame: object) -> None:

@@ -117,8 +117,8 @@ class Driver:
             match action:
                 case Send(assoc, message):
                     self._enqueue(assoc, message.encode(), message.PROTOCOL.ppid)
-                case SendData(assoc, data):
-                    self._enqueue(assoc, data, APP_PPID)
+                case SendData(assoc, data, ppid):
+                    self._enqueue(assoc, data, APP_PPID if ppid is None else ppid)
                 case StartTimer(key, delay):
                     self._start_timer(key, delay)
                 case CancelTimer(key):

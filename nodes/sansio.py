@@ -33,10 +33,12 @@ class Send:
 
 @dataclass(frozen=True, slots=True)
 class SendData:
-    """Send application bytes (not ASAP/ENRP) on `assoc`, with the application PPID."""
+    """Send application bytes (not ASAP/ENRP) on `assoc`, with the application PPID unless
+    another is given (an echo answers with the PPID it was sent)."""
 
     assoc: AssocId
     data: bytes
+    ppid: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 packages=(
     mininet openvswitch-switch libusrsctp2 tshark tcpdump iproute2 iptables nftables
     ethtool net-tools iputils-ping procps graphviz gcc libnetfilter-queue-dev
+    rsplib-registrar rsplib-services rsplib-tools
     python3 python3-dev python3-venv python3-pip
 )
 missing=()

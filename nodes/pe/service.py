@@ -1,6 +1,7 @@
 """The services a pool element runs for pool users (sans-I/O, one session per association).
 
-* `echo`: answers ECHO_REQUEST with its payload.
+* `echo`: answers ECHO_REQUEST with its payload; over SCTP, data of any other PPID (a
+  foreign pool user's, such as RSPLIB's rspterminal) comes back as it came.
 * `discard`: counts and drops.
 * `calc`: burns CPU for each CALC_REQUEST (`work` rounds of SHA-256 over a 1 KiB block, like
   RSPLIB's CalcApp a job of configurable size) and answers with the digest; its real CPU use
@@ -25,6 +26,7 @@ from typing import Any
 
 from nodes import app
 from nodes.cookie import CookieError, CookieSealer
+from nodes.runtime import APP_PPID
 from nodes.sansio import Action, AssocId, Emit, Send, SendData
 from nodes.wire import (
     AsapError,
@@ -101,6 +103,11 @@ class ServiceCore:
 
     def receive(self, assoc: AssocId, data: bytes, ppid: int, now: float) -> list[Action]:
         session = self.sessions.setdefault(assoc, Session())
+        if ppid not in (Protocol.ASAP.ppid, APP_PPID) and self.service in ("echo", "forwarder"):
+            # Another program's data over SCTP (RSPLIB's rspterminal sends plain text): an
+            # echo service echoes it as it came, PPID included.
+            session.served += 1
+            return [SendData(assoc, data, ppid)] if data else []
         if not app.is_app(data):
             return self._control(assoc, session, data)
         try:
