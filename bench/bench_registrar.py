@@ -86,6 +86,10 @@ class BenchError(Exception):
     """A measurement could not be made; the message says why."""
 
 
+class LabGone(BenchError):
+    """Our namespaces vanished under us (a concurrent `testbed clean` removes every vtb* one)."""
+
+
 # --- the messages (the same bytes for the core and the network) -------------------------------
 
 
@@ -327,7 +331,19 @@ class Lab:
             netns.run_ip("-n", self.client, "addr", "add", f"{CLIENT_ADDRESS}/24", "dev", f"{self.client}v")
             yield self
 
+    def alive(self) -> bool:
+        return {self.server, self.client} <= set(self.netns.testbed_namespaces())
+
     def measure(self, backend: str, n: int, args: argparse.Namespace) -> list[dict]:
+        try:
+            return self._measure(backend, n, args)
+        except BenchError as exc:
+            if not self.alive():
+                raise LabGone(f"{backend}, {n:,} PEs: the namespaces {self.server} and {self.client} were "
+                              "removed meanwhile (`testbed clean` removes every vtb* namespace)") from exc
+            raise
+
+    def _measure(self, backend: str, n: int, args: argparse.Namespace) -> list[dict]:
         log_path = self.tmp / f"registrar-{backend}-{n}.log"
         env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
         argv = [sys.executable, "-m", "nodes.registrar", "--backend", backend, "--local", REGISTRAR_ADDRESS,
@@ -351,23 +367,28 @@ class Lab:
             errors = [line["error"] for line in lines if line.get("event") == "error"]
             if errors or done.returncode != 0:
                 why = errors[0] if errors else (done.stderr.strip().splitlines() or ["no output"])[-1]
-                raise BenchError(f"client: {why} (registrar log: {log_path})")
+                raise BenchError(f"{backend}, {n:,} PEs: client (exit {done.returncode}): {why}; "
+                                 f"registrar log ends: {_tail(log_path)}")
             if registrar.poll() is not None:
-                raise BenchError(f"the registrar exited ({registrar.returncode}); log: {log_path}")
+                raise BenchError(f"the registrar exited ({registrar.returncode}); its log ends: {_tail(log_path)}")
             return [line for line in lines if line.get("event") == "phase"]
         finally:
             _stop(registrar)
+
+
+def _tail(path: Path, lines: int = 3) -> str:
+    return " | ".join(path.read_text(errors="replace").strip().splitlines()[-lines:])[-1500:]
 
 
 def _wait_listening(proc: subprocess.Popen, log_path: Path, timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise BenchError(f"the registrar exited ({proc.returncode}): {log_path.read_text()[-1500:]}")
+            raise BenchError(f"the registrar exited ({proc.returncode}): {_tail(log_path)}")
         if '"event": "listening"' in log_path.read_text(errors="replace"):
             return
         time.sleep(0.05)
-    raise BenchError(f"the registrar did not listen within {timeout:.0f} s: {log_path.read_text()[-1500:]}")
+    raise BenchError(f"the registrar did not listen within {timeout:.0f} s: {_tail(log_path)}")
 
 
 def _stop(proc: subprocess.Popen) -> None:
@@ -474,20 +495,27 @@ def main() -> int:
     print(f"measuring the core in-process ({len(args.sizes)} sizes x {len(POLICIES)} policies) ...", file=sys.stderr)
     core = core_rates(args.sizes, args.seconds)
     network: dict[str, dict | str] = {}
+    pending = []
+    for backend in args.backends:
+        ok, reason = status[backend]
+        network[backend] = {} if ok else reason
+        pending += [(backend, n) for n in args.sizes] if ok else []
     with tempfile.TemporaryDirectory(prefix="bench-registrar-") as tmp:
-        lab = Lab(Path(tmp))
-        with lab.up():
-            for backend in args.backends:
-                ok, reason = status[backend]
-                if not ok:
-                    network[backend] = reason
-                    continue
-                results: dict[tuple[str, str, int], dict] = {}
-                for n in args.sizes:
-                    print(f"measuring {backend}, {n:,} PEs ...", file=sys.stderr)
-                    for phase in lab.measure(backend, n, args):
-                        results[phase["operation"], phase["policy"], n] = phase
-                network[backend] = results
+        lab, rebuilt = Lab(Path(tmp)), 0
+        while pending:
+            with lab.up():
+                try:
+                    while pending:
+                        backend, n = pending[0]
+                        print(f"measuring {backend}, {n:,} PEs ...", file=sys.stderr)
+                        for phase in lab.measure(backend, n, args):
+                            network[backend][phase["operation"], phase["policy"], n] = phase  # type: ignore[index]
+                        pending.pop(0)
+                except LabGone as exc:
+                    rebuilt += 1
+                    if rebuilt > 2:
+                        raise
+                    print(f"{exc}; building them again and measuring {backend}, {n:,} PEs again", file=sys.stderr)
     print_table(args.sizes, args.backends, core, network, load)
     print(f"\n(took {time.monotonic() - started:.0f} s)")
     return 0

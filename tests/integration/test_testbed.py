@@ -49,6 +49,18 @@ def lab(tmp_path_factory):
     assert_run_gone(tb_run_id := tb.plan.run_id), tb_run_id
 
 
+def wait_registered(tb: Testbed, count: int, timeout: float = 30.0) -> None:
+    """Until `count` PEs have logged their registration (their `registered` event)."""
+    logs = [Path(tb.supervisor.get(p.name).log) for p in tb.plan.processes().values() if p.kind == "pool-element"]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        done = sum('"event": "registered"' in log.read_text() for log in logs if log.exists())
+        if done >= count:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"only {done} of {count} PEs registered within {timeout:g} s")
+
+
 def assert_run_gone(run_id: str) -> None:
     prefix = f"vtb{run_id}"
     assert not [n for n in cleanup.root_links() if n.startswith(prefix)]
@@ -203,6 +215,9 @@ def test_shipped_topology_comes_up_and_down(name, tmp_path):
                 assert loss_pct(out) == 0, (host.name, other.name, out)
                 break
         if name == "multi-domain":
-            out = ping(tb, "pu-as1", address(tb, "reg-as3"), "-c", "3", "-i", "0.1")
+            # The RSerPool nodes start for real; while a dozen Python processes start on two
+            # cores, the (Python) delay lines run late.  Measure once every PE has registered.
+            wait_registered(tb, sum(1 for p in tb.plan.processes().values() if p.kind == "pool-element"))
+            out = ping(tb, "pu-as1", address(tb, "reg-as3"), "-c", "5", "-i", "0.1")
             assert 45 <= rtt_avg(out) <= 65, out  # AS1-AS2-AS3: (10 + 15) ms each way
     assert_run_gone(run_id)

@@ -31,6 +31,7 @@ domains:
       h2:
         processes:
           - registrar: {{name: registrar-{tag}}}
+          - monitor: {{name: monitor-{tag}}}
   D2:
     hosts:
       h3: {{}}
@@ -67,9 +68,11 @@ def test_detached_run_then_kill_9_then_clean(tmp_path):
     info = runs.find(f"cli-{tag}")
     try:
         state = json.loads(run_testbed("status", "--run", info.run_id, "--json").stdout)
-        assert {p["name"]: p["state"] for p in state["processes"]} == {f"sleeper-{tag}": "running",
-                                                                       f"registrar-{tag}": "running"}
-        assert state["processes"][1]["placeholder"]  # honest about what is not implemented yet
+        assert {p["name"]: p["state"] for p in state["processes"]} == {
+            f"sleeper-{tag}": "running", f"registrar-{tag}": "running", f"monitor-{tag}": "running"}
+        placeholders = {p["name"]: p["placeholder"] for p in state["processes"]}
+        assert placeholders[f"registrar-{tag}"] is None  # the real registrar
+        assert placeholders[f"monitor-{tag}"]  # honest about what is not implemented yet
         out = run_testbed("exec", "--run", info.run_id, "h3", "--", "ping", "-c", "2", "-i", "0.1", "10.1.2.10")
         assert out.returncode == 0 and "2 received" in out.stdout, out.stdout + out.stderr
         scenario = tmp_path / "s.yaml"
