@@ -52,6 +52,9 @@ APP_PPID = 0x564E4650
 
 
 class Core(TypingProtocol):
+    """What every core offers the driver (each may add inputs of its own: `datagram`,
+    `connect_failed`, `set_load`, ...; `Driver.call` reaches them by name)."""
+
     def association_up(self, assoc: AssocId, now: float, **info: Any) -> list[Action]: ...
     def association_down(self, assoc: AssocId, now: float) -> list[Action]: ...
     def receive(self, assoc: AssocId, data: bytes, ppid: int, now: float) -> list[Action]: ...
@@ -76,7 +79,7 @@ class Driver:
 
     def __init__(
         self,
-        core: Any,
+        core: Core,
         log: EventLog,
         *,
         backend: str = "auto",

@@ -36,6 +36,8 @@ def parser() -> argparse.ArgumentParser:
                    help="static registrar (repeatable); default: the config's registrars")  # fmt: skip
     p.add_argument("--announce-group", default="239.0.0.50:3863", help="group:port of SERVER_ANNOUNCEs")
     p.add_argument("--timeout", type=float, default=3.0, help="s to wait for a handle resolution")
+    p.add_argument("--cache-lifetime", type=float, default=0.0,
+                   help="s a resolution is reused before asking the registrar again (0: always ask)")  # fmt: skip
     sub = p.add_subparsers(dest="command")
     r = sub.add_parser("resolve", help="resolve a pool handle and print the chosen PEs")
     r.add_argument("handle")
@@ -64,6 +66,7 @@ def pu_options(args: argparse.Namespace, config: dict[str, Any]) -> PoolUserOpti
     return PoolUserOptions(
         registrars=tuple(RegistrarAddress(a, port) for a, port in registrars),
         sctp=args.backend not in ("tcp", "mptcp"), request_timeout=args.timeout,
+        cache_lifetime=args.cache_lifetime,
     )  # fmt: skip
 
 

@@ -35,7 +35,7 @@ from collections.abc import Hashable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from nodes.registrar.handlespace import Handlespace, HandlespaceError, PoolElementNode
+from nodes.registrar.handlespace import Handlespace, HandlespaceError
 from nodes.sansio import Abort, Action, Announce, AssocId, CancelTimer, Emit, Send, StartTimer
 from nodes.wire import (
     AsapError,
@@ -50,7 +50,6 @@ from nodes.wire import (
     ErrorCause,
     HandleResolution,
     HandleResolutionResponse,
-    PoolElement,
     Protocol,
     Registration,
     RegistrationResponse,
@@ -355,18 +354,3 @@ _HANDLERS: dict[type[AsapMessage], Any] = {
     AsapError: RegistrarCore._asap_error,
 }
 
-
-def describe_pe(node: PoolElementNode) -> dict[str, Any]:
-    """A PE as tools print it (JSON-able)."""
-    pe: PoolElement = node.pe
-    return {
-        "pe_id": f"0x{pe.identifier:08x}",
-        "home": f"0x{pe.home_registrar:08x}",
-        "transport": type(pe.user_transport).__name__,
-        "addresses": [str(a) for a in pe.user_transport.addresses],
-        "port": pe.user_transport.port,
-        "policy": pe.policy.name,
-        "values": list(pe.policy.values()),
-        "registration_life_ms": pe.registration_life,
-        "unreachable_reports": node.unreachable_reports,
-    }

@@ -12,7 +12,6 @@ where noted: faults come last.
 from __future__ import annotations
 
 import json
-import math
 import shutil
 import signal
 import sys
@@ -24,7 +23,7 @@ import pytest
 
 from nodes.transport import backend_status
 from nodes.transport.base import Backend
-from nodes.wire import CauseCode, Deregistration, Registration, decode, Protocol
+from nodes.wire import CauseCode, Deregistration, Registration
 from nodes.wire.params import PoolElement, SctpTransport, TcpTransport
 from nodes.wire.policies import RoundRobin
 from testbed import schema
@@ -428,7 +427,7 @@ def test_pe_whose_link_is_cut_is_removed_within_interval_plus_timeout(run):
     took = removed["t"] - cut_at
     print(f"removed after {took:.2f} s ({removed['reason']}); bound {KEEPALIVE_INTERVAL + KEEPALIVE_TIMEOUT} s")
     assert removed["reason"] in ("keep-alive timeout", "association lost")
-    assert took <= KEEPALIVE_INTERVAL * 1.0 + KEEPALIVE_TIMEOUT + 0.5
+    assert took <= KEEPALIVE_INTERVAL + KEEPALIVE_TIMEOUT + 0.75  # slack: timers on two shared cores
 
 
 def test_clean_shutdown_deregisters(run):

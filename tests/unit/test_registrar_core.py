@@ -654,3 +654,9 @@ def test_options_are_validated() -> None:
         RegistrarOptions(server_id=1, keepalive_timeout=0)
     with pytest.raises(ValueError):
         RegistrarOptions(server_id=1, max_bad_pe_reports=0)
+
+
+def test_zero_items_for_an_unknown_pool_is_still_unknown() -> None:
+    core = make_core()
+    up(core, 1)
+    assert causes(resolve(core, 1, items=0, handle=b"NoSuchPool")) == [CauseCode.UNKNOWN_POOL_HANDLE]

@@ -344,3 +344,14 @@ def test_app_message_size_limit() -> None:
     assert len(biggest.encode()) == 65535
     with pytest.raises(app.AppError):
         app.AppMessage(app.AppType.ECHO_REQUEST, 1, 0, bytes(65535 - 11)).encode()
+
+
+def test_foreign_data_of_another_ppid_is_echoed_as_it_came() -> None:
+    """RSPLIB's rspterminal sends plain text with a PPID of its own: the echo service returns it."""
+    core = make_service(cookies=False)
+    core.association_up(S, 0.0)
+    actions = core.receive(S, b"hello rsplib\n", 0, 1.0)
+    assert [(a.data, a.ppid) for a in actions if isinstance(a, SendData)] == [(b"hello rsplib\n", 0)]
+    discard = make_service(service="discard", cookies=False)
+    discard.association_up(S, 0.0)
+    assert not [a for a in discard.receive(S, b"hello", 0, 1.0) if isinstance(a, SendData)]
