@@ -191,6 +191,17 @@ def status(run: str = RunOpt, as_json: bool = typer.Option(False, "--json", help
         console.print(render_status(state))
 
 
+def _note_room(processes: list[dict]) -> int:
+    """Characters left for the note once the other columns (and the borders) have their width."""
+    keys = {"process": "name", "host": "host", "kind": "kind", "state": "state", "pid": "pid", "restarts": "restarts"}
+    fixed = sum(max([len(h), *(len(str(p[k] or "")) for p in processes)]) for h, k in keys.items())
+    return max(4, console.width - fixed - 22)  # 7 columns: 8 borders and 14 spaces of padding
+
+
+def _fit(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
 def render_status(state: dict, compact: bool = False) -> Group:
     choices = state["choices"]
     head = (f"run {state['run']['run_id']} · {state['run']['name']} · switches {choices['switch']} · "
@@ -203,12 +214,15 @@ def render_status(state: dict, compact: bool = False) -> Group:
                           for i in h["interfaces"])  # fmt: skip
         hosts.add_row(h["name"], h["domain"], h["role"], intfs)
     procs = Table(title="processes", title_justify="left")
-    for column in ("process", "host", "kind", "state", "pid", "restarts", "note"):
-        procs.add_column(column)
+    for column in ("process", "host", "kind", "state", "pid", "restarts"):
+        procs.add_column(column, no_wrap=True)
+    procs.add_column("note", no_wrap=True)  # the placeholder's reason, else the node's last event
+    room = _note_room(state["processes"])
     for p in state["processes"]:
         colour = "green" if p["state"] == "running" else "yellow" if p["state"] == "stopped" else "red"
+        note = f"placeholder: {p['placeholder']}" if p["placeholder"] else p.get("last_event", "")
         procs.add_row(p["name"], p["host"], p["kind"], f"[{colour}]{p['state']}[/]", str(p["pid"] or ""),
-                      str(p["restarts"]), f"placeholder: {p['placeholder']}" if p["placeholder"] else "")  # fmt: skip
+                      str(p["restarts"]), _fit(note, room))
     parts: list = [hosts, procs]
     if not compact and state["shaping"]:
         shaped = Table(title="link shaping installed", title_justify="left")

@@ -104,3 +104,27 @@ def launch(plan: Plan, proc: Process, config_dir: Path) -> Launch:
 
 def describe(argv: list[str]) -> str:
     return shlex.join(argv)
+
+
+def last_event(log: Path, tail_bytes: int = 4096) -> str:
+    """The node's latest logged event, in a few words (`reply seq=77 pe=0x70104f05`), or "".
+
+    Node programs log one JSON object per line; this reads only the end of the file, so
+    `status` stays cheap however long a run has been going."""
+    try:
+        with log.open("rb") as f:
+            f.seek(max(0, log.stat().st_size - tail_bytes))
+            lines = f.read().decode("utf-8", "replace").splitlines()
+    except OSError:
+        return ""
+    for line in reversed(lines):
+        if not line.startswith("{"):
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        fields = " ".join(f"{k}={v}" for k, v in record.items() if k not in ("t", "node", "event")
+                          and isinstance(v, (str, int, float)))  # fmt: skip
+        return f"{record.get('event', '?')} {fields}".strip()[:80]
+    return ""

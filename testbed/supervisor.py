@@ -150,6 +150,7 @@ class Supervisor:
             return [
                 {"name": name, "host": m.spec.host, "kind": m.spec.kind, "pid": m.pid, "state": m.state(),
                  "restarts": m.restarts, "placeholder": m.launch.placeholder, "log": str(m.log),
+                 "last_event": processes.last_event(Path(m.log)) if m.spec.kind != "command" else "",
                  "uptime": round(time.time() - m.started_at, 1) if m.state() == "running" else None}
                 for name, m in self.managed.items()
             ]  # fmt: skip

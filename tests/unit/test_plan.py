@@ -59,3 +59,14 @@ def test_graph_has_a_cluster_per_domain():
     dot = to_dot(multi_domain())
     assert dot.count("subgraph \"cluster_") == 3
     assert "AS1–AS3" in dot and "40 ms" in dot
+
+
+def test_last_event_summarises_the_latest_json_line(tmp_path):
+    from testbed.processes import last_event
+
+    log = tmp_path / "pu1.log"
+    assert last_event(log) == ""  # not there yet
+    log.write_text('--- start: python -m nodes.pu\n{"t": 1, "node": "pu1", "event": "pe-connected", "pe": "0x1"}\n'
+                   '{"t": 2, "node": "pu1", "event": "reply", "seq": 7, "pe": "0x1", "ok": true, "x": [1]}\n'
+                   'Traceback (most recent call last):\n')  # fmt: skip
+    assert last_event(log) == "reply seq=7 pe=0x1 ok=True"
