@@ -2,9 +2,9 @@
 
 As with RSPLIB, an announce names the registrar's ASAP endpoint by an SCTP (or TCP)
 transport parameter when it carries one, else by the UDP source address and port; an entry
-learnt from announces expires 5 s after the last one.  `next()` rotates over what is known,
-announced registrars first (they are alive for sure), so that a failed registrar is not tried
-again at once while others exist.
+learnt from announces expires 5 s after the last one.  `next()` rotates over what is known, so
+that a failed registrar is not tried again at once while others exist; static registrars come
+first, since what the configuration says is trusted over what anybody may announce.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from nodes.wire import DecodeError, Protocol, SctpTransport, ServerAnnounce, TcpTransport, decode
 
 ANNOUNCE_TIMEOUT = 5.0  # RSPLIB's ASAP_DEFAULT_REGISTRAR_ANNOUNCE_TIMEOUT
+MAX_ANNOUNCED = 64  #: registrars remembered from announces; an announcer with random ids can't fill memory
 
 
 @dataclass(frozen=True)
@@ -42,7 +43,10 @@ class RegistrarTable:
         if not isinstance(message, ServerAnnounce):
             raise DecodeError("message type", 0, f"{type(message).__name__} on the announce group")
         entry = self._entry(message, source, port)
+        self._expire(now)
         new = message.server_id not in self.announced or self.announced[message.server_id][0] != entry
+        if new and message.server_id not in self.announced and len(self.announced) >= MAX_ANNOUNCED:
+            return None  # full: the ones heard first stay until they go quiet
         self.announced[message.server_id] = (entry, now + self.announce_timeout)
         return entry if new else None
 
@@ -54,11 +58,14 @@ class RegistrarTable:
             return RegistrarAddress(addresses, matching[0].port, message.server_id)
         return RegistrarAddress((source,), port, message.server_id)
 
-    def candidates(self, now: float) -> list[RegistrarAddress]:
+    def _expire(self, now: float) -> None:
         self.announced = {k: v for k, v in self.announced.items() if v[1] > now}
-        heard = [entry for entry, _ in self.announced.values()]
-        known = {(e.addresses, e.port) for e in heard}
-        return heard + [s for s in self.static if (s.addresses, s.port) not in known]
+
+    def candidates(self, now: float) -> list[RegistrarAddress]:
+        self._expire(now)
+        known = {(s.addresses, s.port) for s in self.static}
+        heard = [entry for entry, _ in self.announced.values() if (entry.addresses, entry.port) not in known]
+        return [*self.static, *heard]
 
     def next(self, now: float) -> RegistrarAddress | None:
         options = self.candidates(now)

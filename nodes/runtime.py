@@ -49,6 +49,14 @@ from nodes.transport.multicast import MulticastChannel, MulticastConfig
 #: The PPID of application data between pool users and pool elements (not IANA-assigned:
 #: "VNFP"); ASAP control messages on the same association keep PPID 11.
 APP_PPID = 0x564E4650
+MAX_OUTBOX = 10_000  #: messages queued for one association before the peer counts as not reading
+CLOSE, ABORT = -1, -2  #: outbox markers: what to do once everything queued before has been sent
+
+
+def ppid_for(assoc: Association, ppid: int) -> int:
+    """The PPID to send with: over TCP every message goes with the connection's one PPID
+    (the receiver tells ASAP from application data by the type byte)."""
+    return ppid if assoc.backend.is_sctp else assoc.ppid  # type: ignore[attr-defined,no-any-return]
 
 
 class Core(TypingProtocol):
@@ -100,11 +108,14 @@ class Driver:
         self.ids = itertools.count(1)
         self.hooks: list[Callable[[Emit], None]] = []  # see every Emit (the process glues cores)
         self.on_result: Callable[[Result], None] = lambda result: None
+        self.closing = False
 
     # --- calling the core ----------------------------------------------------------------
 
     def call(self, method: str, *args: Any, **kwargs: Any) -> None:
-        """Call `core.method(*args, now, **kwargs)`-style inputs, guarded, and act on the result."""
+        """`core.method(*args, **kwargs)` (callers pass the time), guarded; then its actions."""
+        if self.closing:
+            return  # a core that is being shut down gets no more inputs (no new hunting)
         try:
             actions = getattr(self.core, method)(*args, **kwargs)
         except Exception as exc:  # the daemon survives its own bugs too, loudly
@@ -116,33 +127,43 @@ class Driver:
         return self.loop.time()
 
     def execute(self, actions: Sequence[Action]) -> None:
+        """Carry out each action; one that fails (a message too large to encode, say) is
+        logged and skipped, and the others still happen."""
         for action in actions:
-            match action:
-                case Send(assoc, message):
-                    self._enqueue(assoc, message.encode(), message.PROTOCOL.ppid)
-                case SendData(assoc, data, ppid):
-                    self._enqueue(assoc, data, APP_PPID if ppid is None else ppid)
-                case StartTimer(key, delay):
-                    self._start_timer(key, delay)
-                case CancelTimer(key):
-                    handle = self.timers.pop(key, None)
-                    if handle:
-                        handle.cancel()
-                case Abort(assoc):
-                    if (a := self.assocs.get(assoc)) is not None:
-                        a.abort()
-                case Close(assoc):
-                    self._enqueue_close(assoc)
-                case Connect():
-                    self._spawn(self._connect(action))
-                case Announce(message):
-                    self._spawn(self._announce(message.encode()))
-                case Result():
-                    self.on_result(action)
-                case Emit(event, fields):
-                    self.log(event, **fields)
-                    for hook in self.hooks:
-                        hook(action)
+            if self.closing and not isinstance(action, Emit):
+                continue
+            try:
+                self._do(action)
+            except Exception as exc:
+                self.log("internal-error", input=type(action).__name__, error=repr(exc),
+                         trace=traceback.format_exc(limit=6))  # fmt: skip
+
+    def _do(self, action: Action) -> None:
+        match action:
+            case Send(assoc, message):
+                self._enqueue(assoc, message.encode(), message.PROTOCOL.ppid)
+            case SendData(assoc, data, ppid):
+                self._enqueue(assoc, data, APP_PPID if ppid is None else ppid)
+            case StartTimer(key, delay):
+                self._start_timer(key, delay)
+            case CancelTimer(key):
+                handle = self.timers.pop(key, None)
+                if handle:
+                    handle.cancel()
+            case Abort(assoc):
+                self._enqueue(assoc, b"", ABORT)  # after what was queued before it
+            case Close(assoc):
+                self._enqueue(assoc, b"", CLOSE)
+            case Connect():
+                self._spawn(self._connect(action))
+            case Announce(message):
+                self._spawn(self._announce(message.encode()))
+            case Result():
+                self.on_result(action)
+            case Emit(event, fields):
+                self.log(event, **fields)
+                for hook in self.hooks:
+                    hook(action)
 
     # --- timers --------------------------------------------------------------------------
 
@@ -179,8 +200,11 @@ class Driver:
             assoc = await transport.connect(
                 request.addresses, request.port, local=self.local, backend=self.backend, options=self.options
             )
-        except (TransportError, OSError) as exc:
-            self.call("connect_failed", request.key, str(exc), self.now())
+        except Exception as exc:  # an unparsable address too: the core must hear of every failure
+            self.call("connect_failed", request.key, str(exc) or type(exc).__name__, self.now())
+            return
+        if self.closing:
+            assoc.abort()
             return
         self._adopt(assoc, request.key, {})
 
@@ -193,7 +217,8 @@ class Driver:
         extra = {"key": key} if key is not None else {}
         self.call(
             "association_up", assoc_id, self.now(),
-            peer_addresses=tuple(assoc.peer_addresses), sctp=assoc.backend.is_sctp, **extra, **info,
+            peer_addresses=tuple(assoc.peer_addresses), peer_port=assoc.peer_port, sctp=assoc.backend.is_sctp,
+            **extra, **info,
         )  # fmt: skip
         self._spawn(self._read(assoc_id, assoc))
 
@@ -208,6 +233,9 @@ class Driver:
                 self.call("receive", assoc_id, item.data, item.ppid, self.now())
         except AssociationClosed:
             pass
+        except Exception as exc:  # never leave a peer connected and unread
+            self.log("internal-error", input="read", assoc=assoc_id, error=repr(exc))
+            assoc.abort()
         finally:
             end = assoc.closed_by
             self.log("association-ended", assoc=assoc_id, how=end.kind.value if end else "closed locally",
@@ -224,32 +252,32 @@ class Driver:
     def _enqueue(self, assoc_id: AssocId, data: bytes, ppid: int) -> None:
         outbox = self.outboxes.get(assoc_id)
         if outbox is None:
-            self.log("send-dropped", assoc=assoc_id, reason="association gone", bytes=len(data))
+            if ppid >= 0:
+                self.log("send-dropped", assoc=assoc_id, reason="association gone", bytes=len(data))
+            return
+        if outbox.qsize() >= MAX_OUTBOX and ppid >= 0:
+            # A peer that asks and never reads would grow this without bound: cut it off.
+            self.log("peer-not-reading", assoc=assoc_id, queued=outbox.qsize())
+            if (assoc := self.assocs.get(assoc_id)) is not None:
+                assoc.abort()  # at once: the writer is stuck behind what the peer does not read
             return
         outbox.put_nowait((data, ppid))
-
-    def _enqueue_close(self, assoc_id: AssocId) -> None:
-        outbox = self.outboxes.get(assoc_id)
-        if outbox is not None:
-            outbox.put_nowait((b"", -1))  # the writer closes after what is queued before it
 
     async def _write(self, assoc_id: AssocId, assoc: Association, outbox: asyncio.Queue) -> None:
         while (item := await outbox.get()) is not None:
             data, ppid = item
             try:
-                if ppid == -1:
+                if ppid == CLOSE:
                     await assoc.close()
                     return
-                # A byte stream has one PPID per connection; the receiver tells by type byte.
-                await assoc.send(data, ppid if assoc.backend.is_sctp else assoc.ppid)  # type: ignore[attr-defined]
+                if ppid == ABORT:
+                    assoc.abort()
+                    return
+                await assoc.send(data, ppid_for(assoc, ppid))
             except (TransportError, OSError) as exc:
                 self.log("send-failed", assoc=assoc_id, error=str(exc), bytes=len(data))
                 if not assoc.is_open:
                     return
-
-    def peer_addresses(self, assoc_id: AssocId) -> tuple[str, ...]:
-        assoc = self.assocs.get(assoc_id)
-        return tuple(assoc.peer_addresses) if assoc else ()
 
     # --- multicast -----------------------------------------------------------------------
 
@@ -286,12 +314,13 @@ class Driver:
             self.log("internal-error", input="task", error=repr(exc))
 
     async def flush(self, timeout: float = 2.0) -> None:
-        """Wait (bounded) until every queued message has been handed to the transport."""
+        """Wait (bounded) until every outbox is empty: the last messages are being sent."""
         deadline = self.loop.time() + timeout
         while any(not q.empty() for q in self.outboxes.values()) and self.loop.time() < deadline:
             await asyncio.sleep(0.01)
 
     async def close(self) -> None:
+        self.closing = True
         for handle in self.timers.values():
             handle.cancel()
         self.timers.clear()

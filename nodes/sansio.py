@@ -63,7 +63,6 @@ class Connect:
     key: Hashable
     addresses: tuple[str, ...]
     port: int
-    protocol: str = "asap"  #: "asap" or "app": which listener/PPID family it talks to
 
 
 @dataclass(frozen=True, slots=True)

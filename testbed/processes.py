@@ -48,7 +48,8 @@ def context(plan: Plan, proc: Process) -> dict:
     """What a node needs to know about the network it runs in."""
     host = plan.hosts[proc.host]
     registrars = [
-        {"name": p.name, "host": h.name, "addresses": [str(i.address.ip) for i in h.interfaces]}
+        {"name": p.name, "host": h.name, "addresses": [str(i.address.ip) for i in h.interfaces],
+         "port": int(p.spec.options.get("port", 3863))}
         for h in plan.hosts.values() if h.domain == host.domain
         for p in h.processes if p.kind == "registrar"
     ]  # fmt: skip

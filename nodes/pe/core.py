@@ -37,9 +37,11 @@ from nodes.wire import (
     TransportUse,
     decode,
 )
+from nodes.wire.constants import ALL_ITEMS
 from nodes.wire.policies import ADAPTIVE_POLICIES, load_fraction, load_value
 
-ALL_ITEMS = 0xFFFFFFFF
+MAX_RETRY_DELAY = 30.0  #: s: the hunt backs off this far after registrations refused in a row
+
 
 
 @dataclass(frozen=True)
@@ -83,6 +85,8 @@ class PoolElementCore:
         self.load_pending = False
         self.pool_mates: tuple[PoolElement, ...] = ()
         self.mates_asked_at: float | None = None
+        self.registered_at = float("-inf")  # when the last REGISTRATION went out (load-update rate)
+        self.rejections = 0  # refused in a row: the hunt backs off
         self.others: set[AssocId] = set()  # associations opened to us by other registrars
 
     @property
@@ -143,7 +147,7 @@ class PoolElementCore:
         except DecodeError as exc:
             return [Emit("malformed-message", {"assoc": assoc, **exc.to_dict()})]
         match message:
-            case RegistrationResponse() if assoc == self.home:
+            case RegistrationResponse() if assoc == self.home and self.phase in ("registering", "registered"):
                 return self._registration_response(message, now)
             case EndpointKeepAlive():
                 return self._keepalive(assoc, message)
@@ -182,8 +186,11 @@ class PoolElementCore:
             return []
         self.policy = replace(self.policy, load=load_value(fraction))  # type: ignore[call-arg]
         self.load_pending = True
+        # At most one re-registration per load_update_min_interval; a change while not yet
+        # registered goes out with the registration itself.
+        wait = max(0.0, self.registered_at + self.options.load_update_min_interval - now)
         return [Emit("load-changed", {"from": round(old, 3), "to": round(fraction, 3)}),
-                StartTimer(("load-update",), 0.0 if self.phase == "registered" else self.options.load_update_min_interval)]  # fmt: skip
+                StartTimer(("load-update",), wait)]  # fmt: skip
 
     def refresh_mates(self, now: float) -> list[Action]:
         """Resolve the PE's own pool, for the business card; at most every `card_refresh` s,
@@ -220,12 +227,11 @@ class PoolElementCore:
     def _register(self, now: float) -> list[Action]:
         assert self.home is not None
         self.load_pending = False
+        self.registered_at = now
         actions: list[Action] = [Send(self.home, Registration(pool_handle=self.options.pool_handle,
                                                                pool_element=self.pool_element()))]  # fmt: skip
         if self.phase == "registering":
             actions.append(StartTimer(("registration-timeout",), self.options.registration_timeout))
-        else:
-            actions.append(StartTimer(("load-update",), self.options.load_update_min_interval))
         return actions
 
     def pool_element(self) -> PoolElement:
@@ -245,16 +251,21 @@ class PoolElementCore:
             causes = [c.name for c in message.error or ()]
             self.phase = "hunting"
             home, self.home = self.home, None
-            return [CancelTimer(("registration-timeout",)), Emit("registration-rejected", {"causes": causes}),
-                    Close(home), StartTimer(("hunt",), self.options.retry_delay)]  # type: ignore[arg-type]  # fmt: skip
+            self.rejections += 1
+            delay = min(MAX_RETRY_DELAY, self.options.retry_delay * 2 ** (self.rejections - 1))
+            return [CancelTimer(("registration-timeout",)), Emit("registration-rejected", {"causes": causes, "retry_s": delay}),
+                    Close(home), StartTimer(("hunt",), delay)]  # type: ignore[arg-type]  # fmt: skip
         first = self.phase == "registering"
         self.phase = "registered"
+        self.rejections = 0
         actions: list[Action] = [
             CancelTimer(("registration-timeout",)),
             StartTimer(("reregister",), self.options.reregistration_interval),
         ]
         if first and self.mates_asked_at is None:
             actions += self.refresh_mates(now)
+        if self.load_pending:  # the load moved while the registration was on its way
+            actions.append(StartTimer(("load-update",), self.options.load_update_min_interval))
         if first:
             event = "registered" if not self.registered_once else "registered-again"
             self.registered_once = True
@@ -273,9 +284,10 @@ class PoolElementCore:
         if message.pool_handle != o.pool_handle or message.pe_id not in (None, o.pe_id):
             return [Emit("keepalive-ignored", {"assoc": assoc, "reason": "not for this PE"})]
         actions: list[Action] = []
-        if message.has_flag("home") and assoc != self.home:
+        if message.has_flag("home") and assoc != self.home and self.phase not in ("stopping", "stopped"):
             old, self.home = self.home, assoc
             self.others.discard(assoc)
+            self.connecting = None  # a hunt under way is no longer wanted
             if self.phase != "registered":  # taken over while hunting: supervise re-registration again
                 actions.append(StartTimer(("reregister",), self.options.reregistration_interval))
             self.phase = "registered"

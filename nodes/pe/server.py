@@ -25,7 +25,6 @@ from nodes.registrars import RegistrarAddress
 from nodes.runtime import Driver, EventLog
 from nodes.transport.multicast import MulticastConfig
 
-DEFAULT_SECRET_PREFIX = "vnfpool-testbed default pool secret:"
 
 
 def parser() -> argparse.ArgumentParser:
@@ -61,8 +60,9 @@ def options_from(args: argparse.Namespace, config: dict[str, Any]) -> tuple[Pool
         priority=args.priority, load=args.load, load_degradation=args.load_degradation,
         load_dpf=args.load_dpf, weight_dpf=args.weight_dpf,
     )  # fmt: skip
+    secret = args.pool_secret or config.get("pool_secret") or ""
     registrars = [node.parse_endpoint(r, 3863) for r in args.registrar] or [
-        (tuple(r["addresses"]), 3863) for r in config.get("registrars", [])
+        (tuple(r["addresses"]), int(r.get("port", 3863))) for r in config.get("registrars", [])
     ]
     options = PoolElementOptions(
         pool_handle=handle,
@@ -71,12 +71,11 @@ def options_from(args: argparse.Namespace, config: dict[str, Any]) -> tuple[Pool
         user_addresses=tuple(args.local),
         user_port=args.port or random.randint(10000, 59999),
         sctp=args.backend not in ("tcp", "mptcp"),
-        control_channel=args.cookie_every > 0,
+        control_channel=args.cookie_every > 0 and bool(secret),
         registrars=tuple(RegistrarAddress(a, p) for a, p in registrars),
         reregistration_interval=args.reregistration_interval,
     )
     service = args.service or spec.get("service") or "echo"
-    secret = args.pool_secret or config.get("pool_secret") or f"{DEFAULT_SECRET_PREFIX}{handle.decode()}"
     return options, service, secret.encode()
 
 
@@ -89,7 +88,10 @@ async def run(argv: Sequence[str] | None = None) -> int:
         p.error(str(exc))
     log = EventLog(args.name)
     core = PoolElementCore(options)
-    sealer = CookieSealer(secret, options.pool_handle) if args.cookie_every > 0 else None
+    # No secret, no cookies: a made-up default would let any pool user forge them.
+    sealer = CookieSealer(secret, options.pool_handle) if args.cookie_every > 0 and secret else None
+    if sealer is None and args.cookie_every > 0:
+        log("cookies-off", reason="no pool secret: give --pool-secret (the testbed gives one per pool)")
     transport_options = node.transport_options(args)
     control = Driver(core, log, backend=args.backend, options=transport_options, local=args.local)
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Any
@@ -43,6 +44,8 @@ from nodes.wire import (
 )
 
 SERVICES = ("echo", "discard", "calc", "forwarder")
+MAX_WORK = 100_000  #: calc rounds per request, about 0.2 s of CPU
+COOKIE_MAX_AGE = 3600.0  #: s a cookie stays valid
 _BLOCK = bytes(1024)
 
 
@@ -51,6 +54,7 @@ class Session:
     served: int = 0
     restored_from: str | None = None
     card: frozenset[int] = frozenset()  #: the PE ids of the last business card sent
+    active: bool = False  #: it has had a request: too late for a COOKIE_ECHO
 
 
 class ServiceCore:
@@ -63,6 +67,8 @@ class ServiceCore:
         cookie_every: int = 1,
         card: Callable[[], tuple[bytes, Policy, tuple[PoolElement, ...]] | None] = lambda: None,
         on_session: Callable[[], None] = lambda: None,
+        cookie_max_age: float = COOKIE_MAX_AGE,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         if service not in SERVICES:
             raise ValueError(f"unknown service {service!r} (choose from {', '.join(SERVICES)})")
@@ -70,6 +76,9 @@ class ServiceCore:
         self.cookie_every = cookie_every
         self.card = card
         self.on_session = on_session  # a new session: the PE may refresh its pool mates
+        # Cookies carry the wall-clock time they were sealed (PEs on other hosts check them),
+        # so an old cookie cannot roll a session back for ever.
+        self.cookie_max_age, self.clock = cookie_max_age, clock
         self.sessions: dict[AssocId, Session] = {}
         self.requests = 0
 
@@ -107,6 +116,7 @@ class ServiceCore:
             # Another program's data over SCTP (RSPLIB's rspterminal sends plain text): an
             # echo service echoes it as it came, PPID included.
             session.served += 1
+            session.active = True
             return [SendData(assoc, data, ppid)] if data else []
         if not app.is_app(data):
             return self._control(assoc, session, data)
@@ -116,12 +126,13 @@ class ServiceCore:
             return [Emit("bad-request", {"assoc": assoc, "error": str(exc)})]
         self.requests += 1
         session.served += 1
+        session.active = True
         reply = self._serve(request, session)
         if reply is None:
             return []
         actions: list[Action] = [SendData(assoc, reply.encode())]
         if self.sealer is not None and self.cookie_every > 0 and session.served % self.cookie_every == 0:
-            state = json.dumps({"served": session.served, "pe": self.pe_id}).encode()
+            state = json.dumps({"served": session.served, "pe": self.pe_id, "issued": self.clock()}).encode()
             actions.append(Send(assoc, Cookie(cookie=self.sealer.seal(state))))
         return actions + self._business_card(assoc, session)
 
@@ -144,9 +155,13 @@ class ServiceCore:
             return [Emit("ignored", {"assoc": assoc, "message": type(message).__name__})]
         if self.sealer is None:
             return [Emit("cookie-ignored", {"assoc": assoc, "reason": "no pool secret configured"})]
+        if session.active:
+            return [Emit("cookie-ignored", {"assoc": assoc, "reason": "not the session's first message"})]
         try:
             state = json.loads(self.sealer.open(message.cookie))
-            served, origin = int(state["served"]), state.get("pe")
+            served, origin, age = int(state["served"]), state.get("pe"), self.clock() - float(state["issued"])
+            if not -60.0 <= age <= self.cookie_max_age:  # a minute of clock skew between hosts
+                raise CookieError(f"cookie sealed {age:.0f} s ago, beyond the {self.cookie_max_age:g} s allowed")
         except (CookieError, ValueError, KeyError, TypeError) as exc:
             error = AsapError(error=(ErrorCause(CauseCode.REJECTED_SECURITY),))
             return [Send(assoc, error), Emit("cookie-rejected", {"assoc": assoc, "error": str(exc)})]
@@ -158,8 +173,9 @@ class ServiceCore:
 
 
 def _burn(work: int) -> bytes:
-    """`work` rounds of SHA-256 over 1 KiB: real CPU time, about 2 us a round here."""
+    """`work` rounds of SHA-256 over 1 KiB: real CPU time, about 2 us a round here.  At most
+    MAX_WORK: one request must not hold the event loop (and the keep-alives) for seconds."""
     digest = b""
-    for _ in range(min(work, 10_000_000)):
+    for _ in range(min(work, MAX_WORK)):
         digest = hashlib.sha256(_BLOCK + digest).digest()
     return digest[:8] or bytes(8)

@@ -51,7 +51,7 @@ def parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("workload (run)")
     g.add_argument("--pool", help="pool handle of the workload (default: the config's)")
     g.add_argument("--service", choices=("echo", "calc"), help="default: the config's workload")
-    g.add_argument("--rate", type=float, help="requests per second")
+    g.add_argument("--rate", type=_positive, help="requests per second")
     g.add_argument("--size", type=int, help="echo payload bytes")
     g.add_argument("--work", type=int, default=2000, help="calc work units per request")
     g.add_argument("--requests", type=int, default=0, help="stop after N requests (0: run until signalled)")
@@ -59,9 +59,16 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def _positive(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text}: must be > 0")
+    return value
+
+
 def pu_options(args: argparse.Namespace, config: dict[str, Any]) -> PoolUserOptions:
     registrars = [node.parse_endpoint(r, 3863) for r in args.registrar] or [
-        (tuple(r["addresses"]), 3863) for r in config.get("registrars", [])
+        (tuple(r["addresses"]), int(r.get("port", 3863))) for r in config.get("registrars", [])
     ]
     return PoolUserOptions(
         registrars=tuple(RegistrarAddress(a, port) for a, port in registrars),

@@ -10,13 +10,13 @@ Requests made while no registrar is connected wait for one; each has a timeout.
 
 from __future__ import annotations
 
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Hashable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from nodes.registrars import RegistrarAddress, RegistrarTable
-from nodes.sansio import Action, AssocId, CancelTimer, Connect, Emit, Result, Send, StartTimer
+from nodes.sansio import Action, AssocId, CancelTimer, Close, Connect, Emit, Result, Send, StartTimer
 from nodes.wire import (
     AsapError,
     DecodeError,
@@ -28,8 +28,6 @@ from nodes.wire import (
     Protocol,
     decode,
 )
-
-ALL_ITEMS = 0xFFFFFFFF
 
 
 @dataclass(frozen=True)
@@ -68,6 +66,9 @@ class PoolUserCore:
         self.pending: deque[_Pending] = deque()
         self.reports: list[EndpointUnreachable] = []  # waiting for a registrar
         self.cache: dict[bytes, tuple[float, Resolution]] = {}
+        #: answers still due for requests that timed out, per handle: dropped when they come,
+        #: or every later answer would go to the request before it
+        self.orphans: Counter[bytes] = Counter()
 
     def start(self, now: float) -> list[Action]:
         return self._hunt(now)
@@ -77,7 +78,7 @@ class PoolUserCore:
     def resolve(self, token: Hashable, handle: bytes, items: int | None, now: float) -> list[Action]:
         cached = self.cache.get(handle)
         if cached and cached[0] > now and cached[1].pool_elements:
-            return [Result(token, _copy(cached[1], cached=True))]
+            return [Result(token, replace(cached[1], cached=True))]
         request = _Pending(token, handle, items)
         self.pending.append(request)
         actions: list[Action] = [StartTimer(("resolution-timeout", token), self.options.request_timeout)]
@@ -91,7 +92,7 @@ class PoolUserCore:
         if handle in self.cache:
             expiry, resolution = self.cache[handle]
             left = tuple(p for p in resolution.pool_elements if p.identifier != pe_id)
-            self.cache[handle] = (expiry, _copy(resolution, pool_elements=left))
+            self.cache[handle] = (expiry, replace(resolution, pool_elements=left))
         report = EndpointUnreachable(pool_handle=handle, pe_id=pe_id)
         emit = Emit("reported-unreachable", {"handle": handle.decode("utf-8", "replace"), "pe_id": f"0x{pe_id:08x}"})
         if self.registrar is None:
@@ -103,7 +104,7 @@ class PoolUserCore:
 
     def association_up(self, assoc: AssocId, now: float, **info: Any) -> list[Action]:
         if info.get("key") != self.connecting or self.registrar is not None:
-            return []
+            return [Close(assoc)] if info.get("key") is not None else []  # a connect no longer wanted
         self.registrar, self.connecting = assoc, None
         actions: list[Action] = [Emit("registrar-connected", {"peer": list(info.get("peer_addresses", ()))})]
         for report in self.reports:
@@ -123,6 +124,7 @@ class PoolUserCore:
         if assoc != self.registrar:
             return []
         self.registrar = None
+        self.orphans.clear()  # their answers died with the association
         for request in self.pending:
             request.sent = False  # asked of a registrar that is gone: ask the next one
         return [Emit("registrar-lost", {}), *self._hunt(now)]
@@ -155,6 +157,8 @@ class PoolUserCore:
                 for request in list(self.pending):
                     if request.token == token:
                         self.pending.remove(request)
+                        if request.sent:
+                            self.orphans[request.handle] += 1
                         return [Result(token, Resolution(request.handle, error="timeout: no answer from a registrar"))]
         return []
 
@@ -167,6 +171,9 @@ class PoolUserCore:
         return [Send(self.registrar, HandleResolution(pool_handle=request.handle, items=request.items))]
 
     def _response(self, message: HandleResolutionResponse, now: float) -> list[Action]:
+        if self.orphans[message.pool_handle] > 0:  # the late answer to a request that timed out
+            self.orphans[message.pool_handle] -= 1
+            return [Emit("late-response", {"handle": message.pool_handle.decode("utf-8", "replace")})]
         request = next((r for r in self.pending if r.sent and r.handle == message.pool_handle), None)
         if request is None:
             return [Emit("unexpected-response", {"handle": message.pool_handle.decode("utf-8", "replace")})]
@@ -190,8 +197,3 @@ class PoolUserCore:
     def gauges(self) -> dict[str, float]:
         return {"registrar_connected": float(self.registrar is not None), "pending_resolutions": len(self.pending)}
 
-
-def _copy(resolution: Resolution, **changes: Any) -> Resolution:
-    from dataclasses import replace
-
-    return replace(resolution, **changes)

@@ -20,7 +20,7 @@ from typing import Any
 
 from nodes import app, transport
 from nodes.pu.core import PoolUserCore, PoolUserOptions, Resolution
-from nodes.runtime import APP_PPID, Driver, EventLog
+from nodes.runtime import APP_PPID, Driver, EventLog, ppid_for
 from nodes.sansio import Result
 from nodes.transport import Association, AssociationClosed, TransportError, TransportOptions
 from nodes.wire import BusinessCard, Cookie, CookieEcho, DecodeError, PoolElement, Protocol, decode
@@ -119,13 +119,16 @@ class Session:
         future: asyncio.Future[app.AppMessage] = asyncio.get_running_loop().create_future()
         self.replies[message.seq] = future
         try:
-            await self.assoc.send(message.encode(), _ppid(self.assoc, APP_PPID))
+            await self.assoc.send(message.encode(), ppid_for(self.assoc, APP_PPID))
             return await asyncio.wait_for(asyncio.shield(future), self.reply_timeout)
         finally:
             self.replies.pop(message.seq, None)
 
     async def _fail(self, cause: str) -> None:
         pe, self.pe = self.pe, None
+        if self.reader is not None:
+            self.reader.cancel()  # its association is done with: it must not touch the next one's replies
+            self.reader = None
         if self.assoc is not None:
             self.assoc.abort()
             self.assoc = None
@@ -148,7 +151,7 @@ class Session:
                     continue
                 if self.cookie is not None:
                     try:
-                        await assoc.send(CookieEcho(cookie=self.cookie).encode(), _ppid(assoc, Protocol.ASAP.ppid))
+                        await assoc.send(CookieEcho(cookie=self.cookie).encode(), ppid_for(assoc, Protocol.ASAP.ppid))
                     except (TransportError, OSError) as exc:
                         self.log("pe-unreachable", pe=_pe_name(pe), error=f"cookie echo: {exc}")
                         assoc.abort()
@@ -161,10 +164,13 @@ class Session:
         raise SessionFailed(f"no PE of {self.handle!r} reachable")
 
     def _avoid(self, pe: PoolElement) -> None:
-        """Report a failed PE, and skip it for a while: the registrar may list it until its
+        """Report a failed PE (once while it is avoided: a PU whose own link failed must not
+        empty the pool), and skip it for a while: the registrar may list it until its
         keep-alive times out, and connecting to a silent PE costs a whole connect timeout."""
-        self.pu.report_unreachable(self.handle, pe.identifier)
-        self.failed[pe.identifier] = asyncio.get_running_loop().time() + self.avoid_for
+        now = asyncio.get_running_loop().time()
+        if self.failed.get(pe.identifier, 0.0) <= now:
+            self.pu.report_unreachable(self.handle, pe.identifier)
+        self.failed[pe.identifier] = now + self.avoid_for
         self.card = tuple(p for p in self.card if p.identifier != pe.identifier)
 
     async def _candidates(self) -> list[PoolElement]:
@@ -174,9 +180,13 @@ class Session:
         found = [p for p in resolution.pool_elements if p.identifier not in self.failed]
         if found:
             return found
-        if self.card:
-            self.log("using-business-card", candidates=len(self.card), error=resolution.error)
-        return [p for p in self.card if p.identifier not in self.failed]
+        card = [p for p in self.card if p.identifier not in self.failed]
+        if card:
+            self.log("using-business-card", candidates=len(card), error=resolution.error)
+            return card
+        # Every PE known has failed lately: try them again, the longest-failed first, rather
+        # than give up on a pool that may have recovered (or a link of ours that came back).
+        return sorted(resolution.pool_elements, key=lambda p: self.failed.get(p.identifier, 0.0))
 
     async def _read(self, assoc: Association) -> None:
         try:
@@ -195,6 +205,8 @@ class Session:
                     continue
                 self._control(data)
         except AssociationClosed as exc:
+            if assoc is not self.assoc:
+                return  # an old association's end says nothing about the current one
             for future in self.replies.values():
                 if not future.done():
                     future.set_exception(AssociationClosed(str(exc), exc.event))
@@ -218,11 +230,6 @@ class Session:
             await self.assoc.close()
         if self.reader is not None:
             self.reader.cancel()
-
-
-def _ppid(assoc: Association, ppid: int) -> int:
-    """Over TCP every message goes with the connection's one PPID (the receiver tells by type)."""
-    return ppid if assoc.backend.is_sctp else assoc.ppid  # type: ignore[attr-defined,no-any-return]
 
 
 def _pe_name(pe: PoolElement | None) -> str | None:

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from nodes.registrar.handlespace import Handlespace, HandlespaceError
+from nodes.wire.constants import ALL_ITEMS
 from nodes.sansio import Abort, Action, Announce, AssocId, CancelTimer, Emit, Send, StartTimer
 from nodes.wire import (
     AsapError,
@@ -43,6 +44,7 @@ from nodes.wire import (
     CauseCode,
     DecodeError,
     Deregistration,
+    EncodeError,
     DeregistrationResponse,
     EndpointKeepAlive,
     EndpointKeepAliveAck,
@@ -62,7 +64,7 @@ from nodes.wire import (
 )
 
 MAX_HRES_ITEMS_CAP = 128  # RSPLIB's parser refuses responses with more
-ALL_ITEMS = 0xFFFFFFFF
+MAX_MESSAGE = 65535  # the ASAP length field
 
 
 @dataclass(frozen=True)
@@ -95,7 +97,6 @@ class AssociationState:
     peer_addresses: tuple[str, ...]
     peer_port: int = 0
     sctp: bool = True
-    registrations: set[tuple[bytes, int]] = field(default_factory=set)
 
 
 class RegistrarCore:
@@ -106,6 +107,8 @@ class RegistrarCore:
         self.rng = rng or random.Random()
         self.handlespace = Handlespace(rng=self.rng, max_increment=options.max_increment)
         self.assocs: dict[AssocId, AssociationState] = {}
+        #: (handle, PE id) -> the hosts (peer address sets) that reported it unreachable
+        self.reporters: dict[tuple[bytes, int], set[frozenset[str]]] = {}
 
     @property
     def server_id(self) -> int:
@@ -120,7 +123,7 @@ class RegistrarCore:
         return actions
 
     def association_up(self, assoc: AssocId, now: float, **info: Any) -> list[Action]:
-        peers = tuple(info.get("peer_addresses", ()))
+        peers = tuple(_plain(a) for a in info.get("peer_addresses", ()))
         self.assocs[assoc] = AssociationState(peers, int(info.get("peer_port", 0)), bool(info.get("sctp", True)))
         return [Emit("association-up", {"assoc": assoc, "peer": list(peers)})]
 
@@ -128,8 +131,8 @@ class RegistrarCore:
         state = self.assocs.pop(assoc, None)
         actions: list[Action] = [Emit("association-down", {"assoc": assoc})]
         if state:
-            for handle, pe_id in sorted(state.registrations):
-                actions += self._remove(handle, pe_id, "association lost")
+            for node in sorted(self.handlespace.owned_by(assoc), key=lambda n: (n.pool_handle, n.identifier)):
+                actions += self._remove(node.pool_handle, node.identifier, "association lost")
         return actions
 
     def connect_failed(self, key: Hashable, reason: str, now: float) -> list[Action]:
@@ -192,10 +195,7 @@ class RegistrarCore:
             node, is_new = self.handlespace.register(handle, registered, owner=assoc)
         except HandlespaceError as exc:
             return reject(exc.cause, str(exc))
-        if existing is not None and existing.owner is not None and existing.owner != assoc:
-            if (old := self.assocs.get(existing.owner)) is not None:  # moved to a new association
-                old.registrations.discard((handle, pe.identifier))
-        state.registrations.add((handle, pe.identifier))
+        self.reporters.pop((handle, pe.identifier), None)
         actions: list[Action] = [Send(assoc, RegistrationResponse(pool_handle=handle, pe_id=pe.identifier))]
         fields = _pe_fields(handle, pe.identifier, None) | {
             "policy": registered.policy.name, "values": list(registered.policy.values()),
@@ -235,9 +235,10 @@ class RegistrarCore:
                 Emit("handle-resolution-failed", {"handle": _text(msg.pool_handle), "cause": exc.cause.name}),
             ]
         elements = tuple(replace(n.pe, registrator_transport=None) for n in chosen)
-        response = HandleResolutionResponse(
+        response = _fitting(HandleResolutionResponse(
             pool_handle=msg.pool_handle, policy=elements[0].policy if elements else None, pool_elements=elements
-        )
+        ))  # fmt: skip
+        elements = response.pool_elements
         return [Send(assoc, response), Emit("handle-resolved", {
             "handle": _text(msg.pool_handle), "items": count, "pe_ids": [e.identifier for e in elements]})]  # fmt: skip
 
@@ -249,11 +250,20 @@ class RegistrarCore:
         return [CancelTimer(("keepalive-timeout", *key)), StartTimer(("keepalive", *key), self.options.keepalive_interval)]
 
     def _unreachable(self, assoc: AssocId, msg: EndpointUnreachable) -> list[Action]:
-        count = self.handlespace.report_unreachable(msg.pool_handle, msg.pe_id)
-        fields = _pe_fields(msg.pool_handle, msg.pe_id, None) | {"reports": count, "reporter": assoc}
+        """Reports count per reporting host (its set of addresses), not per message: otherwise
+        one PU could remove any PE by saying so three times (RSPLIB counts every report)."""
+        key = (msg.pool_handle, msg.pe_id)
+        if self.handlespace.find(*key) is None:
+            return [Emit("pe-reported-unreachable", _pe_fields(*key, "unknown PE") | {"reporter": assoc})]
+        self.handlespace.report_unreachable(*key)
+        state = self.assocs.get(assoc)
+        reporters = self.reporters.setdefault(key, set())
+        reporters.add(frozenset(state.peer_addresses) if state else frozenset({f"assoc {assoc}"}))
+        count = len(reporters)
+        fields = _pe_fields(*key, None) | {"reports": count, "reporter": assoc}
         actions: list[Action] = [Emit("pe-reported-unreachable", fields)]
         if count >= self.options.max_bad_pe_reports:
-            actions += self._remove(msg.pool_handle, msg.pe_id, f"{count} unreachability reports")
+            actions += self._remove(*key, f"{count} unreachability reports")
         return actions
 
     def _asap_error(self, assoc: AssocId, msg: AsapError) -> list[Action]:
@@ -274,8 +284,7 @@ class RegistrarCore:
             return []
         owner = node.owner
         actions = self._remove(handle, pe_id, "keep-alive timeout")
-        state = self.assocs.get(owner) if owner is not None else None  # type: ignore[arg-type]
-        if state is not None and not state.registrations:
+        if owner in self.assocs and not self.handlespace.owned_by(owner):
             actions.append(Abort(owner))  # type: ignore[arg-type]  # as RSPLIB: the silent PE's association goes too
         return actions
 
@@ -283,8 +292,7 @@ class RegistrarCore:
         node = self.handlespace.deregister(handle, pe_id)
         if node is None:
             return []
-        if node.owner is not None and (state := self.assocs.get(node.owner)) is not None:  # type: ignore[arg-type]
-            state.registrations.discard((handle, pe_id))
+        self.reporters.pop((handle, pe_id), None)
         return [
             CancelTimer(("keepalive", handle, pe_id)),
             CancelTimer(("keepalive-timeout", handle, pe_id)),
@@ -329,9 +337,31 @@ class RegistrarCore:
         }
 
 
+def _plain(address: str) -> str:
+    """`::ffff:10.0.0.1` -> `10.0.0.1`: a dual-stack listener shows IPv4 peers as mapped."""
+    ip = ipaddress.ip_address(address)
+    mapped = getattr(ip, "ipv4_mapped", None)
+    return str(mapped or ip)
+
+
 def _usable_addresses(transport: Transport, peers: tuple[str, ...]) -> tuple[Any, ...]:
     known = {ipaddress.ip_address(p) for p in peers}
     return tuple(a for a in transport.addresses if a in known)
+
+
+def _fitting(response: HandleResolutionResponse) -> HandleResolutionResponse:
+    """The response with as many of its PEs as fit in one message (64 KiB): 128 PEs of many
+    addresses each would not, and an answer cut short beats none."""
+    while response.pool_elements and not _encodable(response):
+        response = replace(response, pool_elements=response.pool_elements[: len(response.pool_elements) * 9 // 10])
+    return response
+
+
+def _encodable(message: HandleResolutionResponse) -> bool:
+    try:
+        return len(message.encode()) <= MAX_MESSAGE
+    except EncodeError:  # the length field overflows
+        return False
 
 
 def _text(handle: bytes) -> str:

@@ -145,6 +145,11 @@ class Association(ABC):
     def peer_addresses(self) -> tuple[str, ...]: ...
 
     @property
+    def peer_port(self) -> int:
+        """The peer's port (0 where a backend cannot tell): a PE's registrator transport."""
+        return 0
+
+    @property
     def is_open(self) -> bool:
         return not self._ended
 

@@ -119,6 +119,11 @@ class StreamAssociation(Association, asyncio.Protocol):
     def peer_addresses(self) -> tuple[str, ...]:
         return self._address("peername")
 
+    @property
+    def peer_port(self) -> int:
+        info = self.transport.get_extra_info("peername") if self.transport else None
+        return int(info[1]) if info else 0
+
     def _address(self, which: str) -> tuple[str, ...]:
         info = self.transport.get_extra_info(which) if self.transport else None
         return (info[0],) if info else ()

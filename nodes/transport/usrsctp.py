@@ -151,6 +151,7 @@ class _Endpoint:
         self.sole: UsrsctpAssociation | None = None  # set for an outgoing association's socket
         self.space = asyncio.Event()
         self.reservation: socket.socket | None = None  # see _reserve_port
+        self.peer_ports: dict[int, int] = {}  # assoc id -> the peer's port, read with its addresses
         self.key = _stack.register(self)
         self.sock = self.lib.usrsctp_socket(
             self.family, socket.SOCK_SEQPACKET, socket.IPPROTO_SCTP, _stack.receive_cb, _stack.send_cb,
@@ -278,6 +279,7 @@ class _Endpoint:
     def forget(self, assoc_id: int) -> None:
         assoc = self.associations.pop(assoc_id, None)
         self.partial.pop(assoc_id, None)
+        self.peer_ports.pop(assoc_id, None)
         if assoc is not None and assoc.owns_socket:
             self.close_socket()
 
@@ -304,9 +306,11 @@ class _Endpoint:
             for _ in range(count):
                 family = ctypes.c_uint16.from_address(pointer.value + offset).value
                 size = sockaddr.SOCKADDR_IN6.size if family == socket.AF_INET6 else sockaddr.SOCKADDR_IN.size
-                address, _port, _size = sockaddr.parse(ctypes.string_at(pointer.value + offset, size))
+                address, port, _size = sockaddr.parse(ctypes.string_at(pointer.value + offset, size))
                 found.append(address)
                 offset += size
+            if peer:
+                self.peer_ports[assoc_id] = port  # one port for all of a peer's addresses
             return tuple(found)
         finally:
             freer(pointer)
@@ -359,6 +363,12 @@ class UsrsctpAssociation(Association):
         if not self._peer and self.is_open:
             self._peer = self.endpoint.addresses(self.assoc_id, peer=True)
         return self._peer
+
+    @property
+    def peer_port(self) -> int:
+        if self.assoc_id not in self.endpoint.peer_ports and self.is_open:
+            self.endpoint.addresses(self.assoc_id, peer=True)
+        return self.endpoint.peer_ports.get(self.assoc_id, 0)
 
     async def send(self, data: bytes, ppid: int, stream: int = 0, unordered: bool = False) -> None:
         self._check_send(data)

@@ -173,5 +173,8 @@ CAUSES_WITH_PARAMETER = frozenset(
 #: Causes whose info is an embedded message.
 CAUSES_WITH_MESSAGE = frozenset({CauseCode.UNRECOGNIZED_MESSAGE})
 
+#: The Handle Resolution option's item count for "as many as possible" (hropt draft).
+ALL_ITEMS = 0xFFFFFFFF
+
 #: Load-type policy values are fractions of this (0xffffffff = 100 %).
 MAX_LOAD = 0xFFFFFFFF

@@ -190,3 +190,27 @@ def test_parse_endpoint_errors(text: str) -> None:
 def test_parse_endpoint_rejects_a_bad_default_port() -> None:
     with pytest.raises(ValueError):
         node.parse_endpoint("10.1.1.10", 0)
+
+
+def test_pool_element_options_from_a_testbed_config(tmp_path) -> None:
+    """What the testbed writes becomes the PE's options: pool, policy, registrars with their port,
+    the pool secret; without a secret there is no control channel (no cookies)."""
+    import json as _json
+
+    from nodes.pe import server
+
+    config = {"name": "pe1", "addresses": ["10.1.1.11", "10.1.2.11"], "interfaces": [{"name": "eth0"}],
+              "registrars": [{"addresses": ["10.1.1.10"], "port": 4000}], "pool_secret": "s3cret",
+              "spec": {"handle": "CalcPool", "policy": "least-used", "service": "calc", "options": {"pe-id": "0x42"}}}  # fmt: skip
+    path = tmp_path / "pe1.json"
+    path.write_text(_json.dumps(config))
+    args, loaded = node.parse(server.parser(), ["--config", str(path)])
+    options, service, secret = server.options_from(args, loaded)
+    assert (options.pool_handle, options.pe_id, options.policy.name, service) == (b"CalcPool", 0x42, "LU", "calc")
+    assert [(r.addresses, r.port) for r in options.registrars] == [(("10.1.1.10",), 4000)]
+    assert options.user_addresses == ("10.1.1.11", "10.1.2.11") and secret == b"s3cret" and options.control_channel
+    del config["pool_secret"]
+    path.write_text(_json.dumps(config))
+    args, loaded = node.parse(server.parser(), ["--config", str(path)])
+    options, _, secret = server.options_from(args, loaded)
+    assert secret == b"" and not options.control_channel

@@ -127,7 +127,7 @@ def test_start_connects_to_the_static_registrar() -> None:
     core = make_core()
     actions = core.start(0.0)
     (connect,) = connects(actions)
-    assert (connect.addresses, connect.port, connect.protocol) == (("10.0.0.1",), 3863, "asap")
+    assert (connect.addresses, connect.port) == (("10.0.0.1",), 3863)
     assert not sent(actions)
 
 

@@ -269,3 +269,16 @@ def test_malformed_message_from_the_registrar_is_not_fatal(data: bytes) -> None:
     core.resolve("t", H1, None, 0.0)
     assert results(core.receive(1, data, ASAP, 0.1)) == {}
     assert len(core.pending) == 1
+
+
+def test_a_late_answer_does_not_go_to_the_next_request_of_the_same_handle() -> None:
+    """Requests and answers pair up by order: the answer to one that timed out must be dropped,
+    or every later request of that handle gets the answer meant for the one before it."""
+    core = make_core()
+    connected(core, 1)
+    core.resolve("old", H1, None, 0.0)
+    core.timer(("resolution-timeout", "old"), 3.0)
+    core.resolve("new", H1, None, 3.1)
+    assert results(answer(core, 1, H1, pe(1), now=3.2)) == {}  # the late one, for "old"
+    fresh = results(answer(core, 1, H1, pe(2), now=3.3))["new"]
+    assert [p.identifier for p in fresh.pool_elements] == [2]

@@ -449,18 +449,31 @@ def test_keepalive_timer_of_a_removed_pe_sends_nothing() -> None:
 def test_endpoint_unreachable_removes_the_pe_at_max_bad_pe_reports() -> None:
     core = make_core()  # default max_bad_pe_reports = 3
     up(core, 1, PEER)
-    up(core, 2, OTHER)
+    for assoc, host in ((2, "10.0.9.2"), (3, "10.0.9.3"), (4, "10.0.9.4")):  # three pool users
+        up(core, assoc, host)
     register(core, 1, make_pe(8))
     report = EndpointUnreachable(pool_handle=H, pe_id=8).encode()
-    for count in (1, 2):
-        actions = feed(core, 2, report)
+    for assoc, count in ((2, 1), (3, 2)):
+        actions = feed(core, assoc, report)
         assert not sent(actions)
         node = core.handlespace.find(H, 8)
         assert node is not None and node.unreachable_reports == count
-    actions = feed(core, 2, report)
+    actions = feed(core, 4, report)
     assert core.handlespace.find(H, 8) is None
     assert {ka(H, 8), ka_timeout(H, 8)} <= cancelled(actions)
     assert not sent(actions)
+
+
+def test_one_host_cannot_remove_a_pe_by_reporting_it_again_and_again() -> None:
+    core = make_core()
+    up(core, 1, PEER)
+    up(core, 2, "10.0.9.2")
+    up(core, 3, "10.0.9.2")  # the same host on a second association
+    register(core, 1, make_pe(8))
+    report = EndpointUnreachable(pool_handle=H, pe_id=8).encode()
+    for assoc in (2, 2, 3, 2, 3):
+        feed(core, assoc, report)
+    assert core.handlespace.find(H, 8) is not None
 
 
 def test_max_bad_pe_reports_is_configurable() -> None:
@@ -660,3 +673,19 @@ def test_zero_items_for_an_unknown_pool_is_still_unknown() -> None:
     core = make_core()
     up(core, 1)
     assert causes(resolve(core, 1, items=0, handle=b"NoSuchPool")) == [CauseCode.UNKNOWN_POOL_HANDLE]
+
+
+def test_ipv4_peers_of_a_dual_stack_listener_count_as_ipv4() -> None:
+    core = make_core()
+    core.association_up(1, NOW, peer_addresses=(f"::ffff:{PEER}",), sctp=False)
+    register(core, 1, make_pe(8))  # its user transport says PEER, the socket said ::ffff:PEER
+
+
+def test_a_resolution_too_large_for_one_message_is_cut_to_fit() -> None:
+    addresses = [f"10.0.{i // 200}.{i % 200 + 1}" for i in range(60)]  # 60 homes each: 128 PEs > 64 KiB
+    core = make_core()
+    up(core, 1, *addresses)
+    for pe_id in range(1, 129):
+        register(core, 1, make_pe(pe_id, *addresses))
+    response = resolve(core, 1, items=128)
+    assert 0 < len(response.pool_elements) < 128 and len(response.encode()) <= 65535

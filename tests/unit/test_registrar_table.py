@@ -101,13 +101,14 @@ def test_rotation_over_static_registrars() -> None:
     assert [table.next(0.0) for _ in range(5)] == [STATIC, STATIC2, STATIC, STATIC2, STATIC]
 
 
-def test_announced_registrars_come_first_and_duplicates_of_static_ones_merge() -> None:
+def test_static_registrars_come_first_and_duplicates_of_static_ones_merge() -> None:
     table = RegistrarTable((STATIC, STATIC2))
     heard = table.heard(announce(7, sctp(3863, "10.0.0.1")), "10.0.0.1", 3863, 0.0)  # STATIC announcing
     other = table.heard(announce(8), "10.0.0.8", 3863, 0.0)
     candidates = table.candidates(1.0)
-    assert candidates == [heard, other, STATIC2]
-    assert [table.next(1.0) for _ in range(4)] == [heard, other, STATIC2, heard]
+    assert candidates == [STATIC, STATIC2, other]  # the configuration first; STATIC once
+    assert heard is not None
+    assert [table.next(1.0) for _ in range(4)] == [STATIC, STATIC2, other, STATIC]
 
 
 def test_rotation_survives_a_shrinking_table() -> None:
@@ -135,3 +136,14 @@ def test_what_is_not_an_announce_raises(data: bytes) -> None:
 
 def test_str_of_an_entry() -> None:
     assert str(STATIC2) == "10.0.0.2,10.0.1.2:3864"
+
+
+def test_an_announcer_with_ever_new_ids_fills_only_a_bounded_table() -> None:
+    from nodes.registrars import MAX_ANNOUNCED
+
+    table = RegistrarTable()
+    for server_id in range(1, 10 * MAX_ANNOUNCED):
+        table.heard(announce(server_id), f"10.0.{server_id // 250}.{server_id % 250 + 1}", 3863, 0.0)
+    assert len(table.announced) == MAX_ANNOUNCED
+    table.heard(announce(99999), "10.9.9.9", 3863, 10.0)  # the others went quiet: room again
+    assert set(table.announced) == {99999}

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import struct
+import time
 from collections.abc import Callable, Sequence
 from ipaddress import ip_address
 from typing import Any
@@ -162,7 +163,9 @@ def test_a_cookie_follows_every_reply_and_carries_the_served_count() -> None:
         actions = request(core, echo(served))
         assert [type(a) for a in actions if isinstance(a, Send | SendData)] == [SendData, Send]  # reply first
         (cookie,) = cookies(actions)
-        assert json.loads(sealer().open(cookie)) == {"served": served, "pe": PE_ID}
+        state = json.loads(sealer().open(cookie))
+        assert (state["served"], state["pe"]) == (served, PE_ID)
+        assert abs(state["issued"] - time.time()) < 60  # wall clock: other PEs check its age
 
 
 def test_cookies_every_n_replies() -> None:
@@ -355,3 +358,35 @@ def test_foreign_data_of_another_ppid_is_echoed_as_it_came() -> None:
     discard = make_service(service="discard", cookies=False)
     discard.association_up(S, 0.0)
     assert not [a for a in discard.receive(S, b"hello", 0, 1.0) if isinstance(a, SendData)]
+
+
+def test_a_cookie_echo_after_the_first_request_is_ignored() -> None:
+    """Only a new session may be restored: a PU must not roll a running one back."""
+    first = make_service()
+    first.association_up(S, 0.0)
+    (old,) = cookies(request(first, echo(1)))
+    core = make_service()
+    core.association_up(S, 0.0)
+    request(core, echo(1))
+    request(core, echo(2))
+    actions = echo_cookie(core, old)
+    assert [e.fields["reason"] for e in actions if getattr(e, "event", "") == "cookie-ignored"]
+    (reply,) = replies(request(core, echo(3)))
+    assert reply.value == 3  # not 2: the old state was not taken
+
+
+def test_an_expired_cookie_is_refused() -> None:
+    clock = [1000.0]
+    issuer = ServiceCore("echo", PE_ID, sealer(), clock=lambda: clock[0])
+    issuer.association_up(S, 0.0)
+    (cookie,) = cookies(request(issuer, echo(1)))
+    clock[0] += 3601.0
+    later = ServiceCore("echo", PE_ID + 1, sealer(), clock=lambda: clock[0])
+    later.association_up(S, 0.0)
+    assert_security_error(echo_cookie(later, cookie))
+
+
+def test_calc_work_is_capped() -> None:
+    from nodes.pe.service import MAX_WORK, _burn
+
+    assert _burn(MAX_WORK + 5) == _burn(MAX_WORK)
