@@ -32,7 +32,7 @@ from __future__ import annotations
 import ipaddress
 import random
 from collections.abc import Hashable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from nodes.registrar.handlespace import Handlespace, HandlespaceError
