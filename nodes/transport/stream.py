@@ -35,6 +35,7 @@ from .base import (
 )
 
 HEADER = struct.Struct("!BBH")
+CLOSE_TIMEOUT_S = 5.0  #: how long close() waits for buffered data to reach the kernel
 
 
 class FramingError(TransportError):
@@ -145,8 +146,15 @@ class StreamAssociation(Association, asyncio.Protocol):
             await asyncio.sleep(0.001)  # crude back-pressure; the loop keeps running
 
     async def close(self) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.close()
+        """What was sent is delivered first: asyncio flushes its own write buffer after close(),
+        but only while the loop runs, so wait for it (bounded); a process that exited at once
+        lost the tail of what it had sent (seen over MPTCP, whose subflows drain slower)."""
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            transport.close()
+            deadline = asyncio.get_running_loop().time() + CLOSE_TIMEOUT_S
+            while transport.get_write_buffer_size() > 0 and asyncio.get_running_loop().time() < deadline:
+                await asyncio.sleep(0.005)
         self._end(self.closed_by)
 
     def abort(self) -> None:
