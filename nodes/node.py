@@ -17,6 +17,7 @@ import argparse
 import asyncio
 import json
 import signal
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -57,7 +58,7 @@ def parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> tuple[
             parser.error(f"cannot read config {first.config}: {exc}")
     options = config.get("spec", {}).get("options", {})
     from_config = [item for key, value in options.items() for item in _flag(key, value)]
-    command_line = list(argv if argv is not None else _sys_argv())
+    command_line = list(argv if argv is not None else sys.argv[1:])
     args = parser.parse_args([*from_config, *command_line])
     if from_config:  # a repeatable flag given on the command line replaces the config's, not adds to it
         own = parser.parse_args(command_line)
@@ -80,12 +81,6 @@ def _flag(key: str, value: Any) -> list[str]:
     if value is False:
         return []
     return [flag, str(value)]
-
-
-def _sys_argv() -> list[str]:
-    import sys
-
-    return sys.argv[1:]
 
 
 def transport_options(args: argparse.Namespace) -> TransportOptions:

@@ -106,7 +106,6 @@ class Driver:
         self.channels: list[MulticastChannel] = []
         self.tasks: set[asyncio.Task[None]] = set()
         self.ids = itertools.count(1)
-        self.hooks: list[Callable[[Emit], None]] = []  # see every Emit (the process glues cores)
         self.on_result: Callable[[Result], None] = lambda result: None
         self.closing = False
 
@@ -162,8 +161,6 @@ class Driver:
                 self.on_result(action)
             case Emit(event, fields):
                 self.log(event, **fields)
-                for hook in self.hooks:
-                    hook(action)
 
     # --- timers --------------------------------------------------------------------------
 

@@ -14,7 +14,7 @@ any hashable key the core chooses, so starting a timer that runs already restart
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -102,13 +102,3 @@ class Result:
 
 
 Action = Result | Send | SendData | Abort | Close | Connect | StartTimer | CancelTimer | Announce | Emit
-Actions = list[Action]
-
-
-def sends(actions: Sequence[Action]) -> list[Message]:
-    """The messages among `actions`, in order: a helper for tests and logs."""
-    return [a.message for a in actions if isinstance(a, Send | Announce)]
-
-
-def events(actions: Sequence[Action], name: str | None = None) -> list[Emit]:
-    return [a for a in actions if isinstance(a, Emit) and (name is None or a.event == name)]

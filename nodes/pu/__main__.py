@@ -48,6 +48,7 @@ def parser() -> argparse.ArgumentParser:
     u.add_argument("handle")
     u.add_argument("pe_id", type=lambda v: int(v, 0))
     sub.add_parser("run", help="run the workload through a session with failover (the default)")
+    p.set_defaults(command="run")
     g = p.add_argument_group("workload (run)")
     g.add_argument("--pool", help="pool handle of the workload (default: the config's)")
     g.add_argument("--service", choices=("echo", "calc"), help="default: the config's workload")
@@ -169,8 +170,6 @@ async def _on_signal(stop: asyncio.Event) -> None:
 async def main(argv: Sequence[str] | None = None) -> int:
     p = parser()
     args, config = node.parse(p, argv)
-    if args.command is None:
-        args, config = node.parse(p, [*(argv if argv is not None else sys.argv[1:]), "run"])
     log = EventLog(args.name, out=sys.stdout if args.command == "run" else sys.stderr)
     async with PoolUser(pu_options(args, config), log, backend=args.backend,
                         transport_options=node.transport_options(args), local=tuple(args.local)) as pu:  # fmt: skip

@@ -107,8 +107,6 @@ class RegistrarCore:
         self.rng = rng or random.Random()
         self.handlespace = Handlespace(rng=self.rng, max_increment=options.max_increment)
         self.assocs: dict[AssocId, AssociationState] = {}
-        #: (handle, PE id) -> the hosts (peer address sets) that reported it unreachable
-        self.reporters: dict[tuple[bytes, int], set[frozenset[str]]] = {}
 
     @property
     def server_id(self) -> int:
@@ -195,7 +193,6 @@ class RegistrarCore:
             node, is_new = self.handlespace.register(handle, registered, owner=assoc)
         except HandlespaceError as exc:
             return reject(exc.cause, str(exc))
-        self.reporters.pop((handle, pe.identifier), None)
         actions: list[Action] = [Send(assoc, RegistrationResponse(pool_handle=handle, pe_id=pe.identifier))]
         fields = _pe_fields(handle, pe.identifier, None) | {
             "policy": registered.policy.name, "values": list(registered.policy.values()),
@@ -255,11 +252,9 @@ class RegistrarCore:
         key = (msg.pool_handle, msg.pe_id)
         if self.handlespace.find(*key) is None:
             return [Emit("pe-reported-unreachable", _pe_fields(*key, "unknown PE") | {"reporter": assoc})]
-        self.handlespace.report_unreachable(*key)
         state = self.assocs.get(assoc)
-        reporters = self.reporters.setdefault(key, set())
-        reporters.add(frozenset(state.peer_addresses) if state else frozenset({f"assoc {assoc}"}))
-        count = len(reporters)
+        host = frozenset(state.peer_addresses) if state else frozenset({f"assoc {assoc}"})
+        count = self.handlespace.report_unreachable(*key, reporter=host)
         fields = _pe_fields(*key, None) | {"reports": count, "reporter": assoc}
         actions: list[Action] = [Emit("pe-reported-unreachable", fields)]
         if count >= self.options.max_bad_pe_reports:
@@ -292,7 +287,6 @@ class RegistrarCore:
         node = self.handlespace.deregister(handle, pe_id)
         if node is None:
             return []
-        self.reporters.pop((handle, pe_id), None)
         return [
             CancelTimer(("keepalive", handle, pe_id)),
             CancelTimer(("keepalive-timeout", handle, pe_id)),

@@ -61,13 +61,15 @@ class PoolElementNode:
     `seq` is the pool-wide sequence number of the PE's last join or advancing selection (lower
     means longer ago), `degradation` the load degradation accumulated since the last registration,
     `round_counter` / `virtual_counter` the WRR state, `selections` how often it was selected.
+    `reporters` are who reported it unreachable since its last registration.
     """
 
     pool_handle: bytes
     pe: PoolElement
     owner: object | None = None
-    unreachable_reports: int = 0
+    unreachable_reports: int = 0  #: ENDPOINT_UNREACHABLEs received since the last registration
     distance: int = 0
+    reporters: set[object] = dataclasses.field(default_factory=set, repr=False)
     seq: int = dataclasses.field(default=0, repr=False)
     degradation: int = dataclasses.field(default=0, repr=False)
     round_counter: int = dataclasses.field(default=0, repr=False)
@@ -256,6 +258,7 @@ class Handlespace:
         pool.update(node, pe)
         node.owner = owner
         node.unreachable_reports = 0
+        node.reporters.clear()
         self._index(node)
         return node, False
 
@@ -304,13 +307,16 @@ class Handlespace:
             raise HandlespaceError(CauseCode.UNKNOWN_POOL_HANDLE, f"no pool {pool_handle!r}")
         return pool.select(count, self.max_increment)
 
-    def report_unreachable(self, pool_handle: bytes, pe_id: int) -> int:
-        """Count one ENDPOINT_UNREACHABLE for the PE; the new count, or 0 for an unknown PE."""
+    def report_unreachable(self, pool_handle: bytes, pe_id: int, reporter: object | None = None) -> int:
+        """Count an ENDPOINT_UNREACHABLE for the PE; return how many distinct reporters it has
+        now (0 for an unknown PE).  A reporter counts once however often it reports, so that one
+        pool user cannot remove a PE alone; None stands for a new reporter each time."""
         node = self.find(pool_handle, pe_id)
         if node is None:
             return 0
         node.unreachable_reports += 1
-        return node.unreachable_reports
+        node.reporters.add(object() if reporter is None else reporter)
+        return len(node.reporters)
 
     def set_distance(self, pool_handle: bytes, pe_id: int, distance_ms: int) -> None:
         """Set the PE's distance (ms) for the DPF policies; unknown PEs are ignored."""

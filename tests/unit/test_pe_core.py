@@ -8,21 +8,21 @@ on the home registrar's association, H flag = "take me as your home".
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
+from collections.abc import Sequence
 from ipaddress import ip_address
 
 import pytest
 
 from nodes.pe.core import PoolElementCore, PoolElementOptions
 from nodes.registrars import RegistrarAddress
-from nodes.sansio import Abort, Action, CancelTimer, Close, Connect, Send, StartTimer
+from nodes.sansio import Abort, Action, Close
 from nodes.wire import (
+    CauseCode,
     Deregistration,
     DeregistrationResponse,
     EndpointKeepAlive,
     EndpointKeepAliveAck,
     ErrorCause,
-    CauseCode,
     HandleResolution,
     Message,
     Protocol,
@@ -32,10 +32,10 @@ from nodes.wire import (
     ServerAnnounce,
     TcpTransport,
     TransportUse,
-    decode,
 )
 from nodes.wire import policies as P
 from nodes.wire.constants import MAX_LOAD
+from tests.actions import cancelled, connects, sent, started
 
 ASAP = Protocol.ASAP.ppid
 H = b"EchoPool"
@@ -65,28 +65,16 @@ def make_core(**overrides: object) -> PoolElementCore:
     return PoolElementCore(PoolElementOptions(**options))  # type: ignore[arg-type]
 
 
-def sent(actions: Sequence[Action], assoc: int | None = None) -> list[Message]:
-    return [
-        decode(a.message.encode(), Protocol.ASAP)
-        for a in actions
-        if isinstance(a, Send) and (assoc is None or a.assoc == assoc)
-    ]
 
 
 def sent_of(actions: Sequence[Action], cls: type, assoc: int | None = None) -> list[Message]:
     return [m for m in sent(actions, assoc) if isinstance(m, cls)]
 
 
-def started(actions: Sequence[Action]) -> dict[Hashable, float]:
-    return {a.key: a.delay for a in actions if isinstance(a, StartTimer)}
 
 
-def cancelled(actions: Sequence[Action]) -> set[Hashable]:
-    return {a.key for a in actions if isinstance(a, CancelTimer)}
 
 
-def connects(actions: Sequence[Action]) -> list[Connect]:
-    return [a for a in actions if isinstance(a, Connect)]
 
 
 def feed(core: PoolElementCore, assoc: int, message: Message, now: float = 0.0) -> list[Action]:

@@ -13,20 +13,19 @@ import pytest
 
 from nodes.pu.core import PoolUserCore, PoolUserOptions, Resolution
 from nodes.registrars import RegistrarAddress
-from nodes.sansio import Action, CancelTimer, Connect, Result, Send, StartTimer
+from nodes.sansio import Action, CancelTimer, Result
 from nodes.wire import (
     CauseCode,
     EndpointUnreachable,
     ErrorCause,
     HandleResolution,
     HandleResolutionResponse,
-    Message,
     PoolElement,
     Protocol,
     SctpTransport,
-    decode,
 )
 from nodes.wire import policies as P
+from tests.actions import connects, sent, started
 
 ASAP = Protocol.ASAP.ppid
 H1, H2 = b"EchoPool", b"CalcPool"
@@ -48,24 +47,14 @@ def pe(ident: int, port: int = 7000) -> PoolElement:
     return PoolElement(ident, 0xAAAA, 30000, transport, P.RoundRobin())
 
 
-def sent(actions: Sequence[Action], assoc: int | None = None) -> list[Message]:
-    return [
-        decode(a.message.encode(), Protocol.ASAP)
-        for a in actions
-        if isinstance(a, Send) and (assoc is None or a.assoc == assoc)
-    ]
 
 
-def connects(actions: Sequence[Action]) -> list[Connect]:
-    return [a for a in actions if isinstance(a, Connect)]
 
 
 def results(actions: Sequence[Action]) -> dict[Hashable, Resolution]:
     return {a.token: a.value for a in actions if isinstance(a, Result)}
 
 
-def started(actions: Sequence[Action]) -> dict[Hashable, float]:
-    return {a.key: a.delay for a in actions if isinstance(a, StartTimer)}
 
 
 def answer(core: PoolUserCore, assoc: int, handle: bytes, *pes: PoolElement, now: float = 1.0,

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import random
 import struct
-from collections.abc import Hashable, Sequence
+from collections.abc import Sequence
 from ipaddress import ip_address
 
 import pytest
 
 from nodes.registrar.core import RegistrarCore, RegistrarOptions
-from nodes.sansio import Abort, Action, Announce, CancelTimer, Send, StartTimer
+from nodes.sansio import Abort, Action, Announce, StartTimer
 from nodes.wire import (
     AsapError,
     CauseCode,
@@ -40,6 +40,7 @@ from nodes.wire import (
     decode,
 )
 from nodes.wire import policies as P
+from tests.actions import cancelled, sent, started
 
 ASAP = Protocol.ASAP.ppid
 SERVER_ID = 0x1A2B3C4D
@@ -91,13 +92,6 @@ def feed(core: RegistrarCore, assoc: int, data: bytes, now: float = NOW) -> list
     return core.receive(assoc, data, ASAP, now)
 
 
-def sent(actions: Sequence[Action], assoc: int | None = None) -> list[Message]:
-    """The messages sent (on `assoc`, if given), after a trip over the wire."""
-    return [
-        decode(a.message.encode(), Protocol.ASAP)
-        for a in actions
-        if isinstance(a, Send) and (assoc is None or a.assoc == assoc)
-    ]
 
 
 def one(actions: Sequence[Action], cls: type, assoc: int | None = None) -> Message:
@@ -107,12 +101,8 @@ def one(actions: Sequence[Action], cls: type, assoc: int | None = None) -> Messa
     return messages[0]
 
 
-def started(actions: Sequence[Action]) -> dict[Hashable, float]:
-    return {a.key: a.delay for a in actions if isinstance(a, StartTimer)}
 
 
-def cancelled(actions: Sequence[Action]) -> set[Hashable]:
-    return {a.key for a in actions if isinstance(a, CancelTimer)}
 
 
 def causes(message: Message) -> list[int]:
