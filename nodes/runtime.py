@@ -45,6 +45,7 @@ from nodes.sansio import (
 )
 from nodes.transport import Association, AssociationClosed, AssociationEvent, TransportError, TransportOptions
 from nodes.transport.multicast import MulticastChannel, MulticastConfig
+from nodes.wire import Protocol
 
 #: The PPID of application data between pool users and pool elements (not IANA-assigned:
 #: "VNFP"); ASAP control messages on the same association keep PPID 11.
@@ -83,7 +84,13 @@ class EventLog:
 
 
 class Driver:
-    """Runs one sans-I/O core on real associations, timers and multicast sockets."""
+    """Runs one sans-I/O core on real associations, timers and multicast sockets.
+
+    `connect_port` (0: ephemeral ports) is the local port every association the core asks
+    for (`Connect`) is opened from, also while this process listens on it.  A pool element's
+    control driver connects to registrars from the port it listens on for ASAP: a registrar
+    taking the PE over connects to the PE's registrator transport, the peer address and port
+    of the association the PE registered over, and that must reach the PE."""
 
     def __init__(
         self,
@@ -93,17 +100,20 @@ class Driver:
         backend: str = "auto",
         options: TransportOptions | None = None,
         local: Sequence[str] = (),
+        connect_port: int = 0,
     ) -> None:
         self.core, self.log = core, log
         self.backend = backend
         self.options = options or TransportOptions()
         self.local = tuple(local)
+        self.connect_port = connect_port
         self.loop = asyncio.get_running_loop()
         self.assocs: dict[AssocId, Association] = {}
         self.outboxes: dict[AssocId, asyncio.Queue[tuple[bytes, int] | None]] = {}
         self.timers: dict[Hashable, asyncio.TimerHandle] = {}
         self.listeners: list[transport.Listener] = []
         self.channels: list[MulticastChannel] = []
+        self.channel_protocols: dict[MulticastChannel, Protocol | None] = {}
         self.tasks: set[asyncio.Task[None]] = set()
         self.ids = itertools.count(1)
         self.on_result: Callable[[Result], None] = lambda result: None
@@ -156,7 +166,7 @@ class Driver:
             case Connect():
                 self._spawn(self._connect(action))
             case Announce(message):
-                self._spawn(self._announce(message.encode()))
+                self._spawn(self._announce(message.encode(), message.PROTOCOL))
             case Result():
                 self.on_result(action)
             case Emit(event, fields):
@@ -195,8 +205,9 @@ class Driver:
     async def _connect(self, request: Connect) -> None:
         try:
             assoc = await transport.connect(
-                request.addresses, request.port, local=self.local, backend=self.backend, options=self.options
-            )
+                request.addresses, request.port, local=self.local, backend=self.backend, options=self.options,
+                local_port=self.connect_port,
+            )  # fmt: skip
         except Exception as exc:  # an unparsable address too: the core must hear of every failure
             self.call("connect_failed", request.key, str(exc) or type(exc).__name__, self.now())
             return
@@ -278,9 +289,12 @@ class Driver:
 
     # --- multicast -----------------------------------------------------------------------
 
-    async def join(self, config: MulticastConfig, *, receive: bool = True) -> MulticastChannel:
+    async def join(self, config: MulticastConfig, *, receive: bool = True, protocol: Protocol | None = None) -> MulticastChannel:
+        """Join a group.  `protocol`: only `Announce`s of that protocol's messages go out of it
+        (a registrar sends SERVER_ANNOUNCE and ENRP_PRESENCE to different groups); None: all."""
         channel = await MulticastChannel.open(config)
         self.channels.append(channel)
+        self.channel_protocols[channel] = protocol
         if receive:
             self._spawn(self._datagrams(channel))
         return channel
@@ -290,8 +304,10 @@ class Driver:
             d = await channel.receive()
             self.call("datagram", d.data, d.source, d.source_port, d.interface, self.now())
 
-    async def _announce(self, data: bytes) -> None:
+    async def _announce(self, data: bytes, protocol: Protocol) -> None:
         for channel in self.channels:
+            if self.channel_protocols.get(channel) not in (None, protocol):
+                continue
             try:
                 await channel.send(data)
             except OSError as exc:

@@ -41,6 +41,12 @@ def restart(process: str, run: str = RunOpt) -> None:
     _said(call(run, "restart", process))
 
 
+@inject_app.command()
+def start(process: str, run: str = RunOpt) -> None:
+    """Start a process that is not running: one marked `start: manual`, or one that ended."""
+    _said(call(run, "start", process))
+
+
 @inject_app.command("link-down")
 def link_down(target: str = Target, other: str = Other, run: str = RunOpt) -> None:
     """Take a link down at both its ends."""

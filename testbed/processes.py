@@ -49,7 +49,7 @@ def context(plan: Plan, proc: Process) -> dict:
     host = plan.hosts[proc.host]
     registrars = [
         {"name": p.name, "host": h.name, "addresses": [str(i.address.ip) for i in h.interfaces],
-         "port": int(p.spec.options.get("port", 3863))}
+         "port": int(p.spec.options.get("port", 3863)), "enrp_port": int(p.spec.options.get("enrp-port", 9901))}
         for h in plan.hosts.values() if h.domain == host.domain
         for p in h.processes if p.kind == "registrar"
     ]  # fmt: skip
@@ -61,7 +61,7 @@ def context(plan: Plan, proc: Process) -> dict:
         "interfaces": [{"name": i.name, "address": str(i.address)} for i in host.interfaces],
         "addresses": [str(i.address.ip) for i in host.interfaces],
         "registrars": registrars,
-        "spec": proc.spec.model_dump(mode="json", exclude={"env", "restart"}),
+        "spec": proc.spec.model_dump(mode="json", exclude={"env", "restart", "start"}),
     }
 
 

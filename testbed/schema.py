@@ -106,6 +106,9 @@ class LinkParams(Model):
 class ProcessBase(Model):
     name: str | None = Field(None, pattern=NAME, description="default: <kind>-<host>")
     restart: Literal["no", "on-failure", "always"] = "no"
+    start: Literal["auto", "manual"] = Field(
+        "auto", description="manual: not started by `up`; start it later (`testbed start NAME`, Testbed.start)"
+    )
     env: dict[str, str] = {}
     args: list[str] = Field([], description="extra command-line arguments")
 

@@ -78,8 +78,10 @@ class Supervisor:
             raise SupervisorError(f"no process {name!r} (processes: {', '.join(self.managed) or 'none'})") from None
 
     def start_all(self) -> None:
-        for name in self.managed:
-            self.start(name)
+        """Start every process but those marked `start: manual` (a registrar that joins later)."""
+        for name, m in self.managed.items():
+            if m.spec.spec.start == "auto":
+                self.start(name)
 
     def start(self, name: str) -> Managed:
         with self.lock:

@@ -5,13 +5,13 @@ from __future__ import annotations
 from collections.abc import Hashable, Sequence
 
 from nodes.sansio import Action, CancelTimer, Connect, Send, StartTimer
-from nodes.wire import Message, Protocol, decode
+from nodes.wire import Message, decode
 
 
 def sent(actions: Sequence[Action], assoc: int | None = None) -> list[Message]:
-    """The ASAP messages sent (on `assoc`, if given), after a trip over the wire."""
+    """The ASAP and ENRP messages sent (on `assoc`, if given), after a trip over the wire."""
     return [
-        decode(a.message.encode(), Protocol.ASAP)
+        decode(a.message.encode(), a.message.PROTOCOL)
         for a in actions
         if isinstance(a, Send) and (assoc is None or a.assoc == assoc)
     ]

@@ -230,8 +230,9 @@ class PoolElementCore:
         self.registered_at = now
         actions: list[Action] = [Send(self.home, Registration(pool_handle=self.options.pool_handle,
                                                                pool_element=self.pool_element()))]  # fmt: skip
-        if self.phase == "registering":
-            actions.append(StartTimer(("registration-timeout",), self.options.registration_timeout))
+        # A re-registration unanswered in time, too, means the home registrar stopped serving
+        # (a killed userland SCTP stack sends no ABORT, and the association lingers): move on.
+        actions.append(StartTimer(("registration-timeout",), self.options.registration_timeout))
         return actions
 
     def pool_element(self) -> PoolElement:
@@ -274,8 +275,13 @@ class PoolElementCore:
         return actions
 
     def _registration_timeout(self) -> list[Action]:
-        if self.phase != "registering" or self.home is None:
+        if self.phase not in ("registering", "registered") or self.home is None:
             return []
+        if self.phase == "registered":
+            self.phase = "hunting"
+            home, self.home = self.home, None
+            return [Emit("registrar-silent", {"assoc": home, "server_id": f"0x{self.home_server_id:08x}"}),
+                    Abort(home), CancelTimer(("reregister",)), StartTimer(("hunt",), 0.05)]  # fmt: skip
         home, self.home, self.phase = self.home, None, "hunting"
         return [Emit("registration-timeout", {}), Abort(home), StartTimer(("hunt",), self.options.retry_delay)]
 
@@ -291,6 +297,7 @@ class PoolElementCore:
             if self.phase != "registered":  # taken over while hunting: supervise re-registration again
                 actions.append(StartTimer(("reregister",), self.options.reregistration_interval))
             self.phase = "registered"
+            actions.append(CancelTimer(("registration-timeout",)))  # what the old home did not answer is moot
             actions.append(Emit("home-changed", {"server_id": f"0x{message.server_id:08x}", "assoc": assoc}))
             if old is not None:
                 actions.append(Close(old))

@@ -2,9 +2,12 @@
 
 Two drivers share one event loop: one for the registrar side (ASAP over its own
 associations, announces heard on the ASAP group), one for the service's listener on the
-user transport.  Every second the process measures its own CPU use (process time over wall
-time) and hands it to the core as its load, which re-registers when the load moved under an
-adaptive policy.  SIGTERM deregisters before exiting; SIGKILL, of course, does not.
+user transport.  The registrar side listens on an ASAP port and connects to registrars from
+it, so that a registrar taking the PE over reaches it at its registrator transport (the
+address and port it registered from).  Every second the process measures its own CPU use
+(process time over wall time) and hands it to the core as its load, which re-registers when
+the load moved under an adaptive policy.  SIGTERM deregisters before exiting; SIGKILL, of
+course, does not.
 """
 
 from __future__ import annotations
@@ -23,8 +26,11 @@ from nodes.pe.policy import make_policy
 from nodes.pe.service import SERVICES, ServiceCore
 from nodes.registrars import RegistrarAddress
 from nodes.runtime import Driver, EventLog
+from nodes.transport import TransportError
 from nodes.transport.multicast import MulticastConfig
 
+ASAP_PORTS = (20000, 59999)  #: where a random ASAP port is chosen
+ASAP_PORT_ATTEMPTS = 20  #: random ports tried before giving up
 
 
 def parser() -> argparse.ArgumentParser:
@@ -40,9 +46,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--fixed-load", action="store_true", help="report --load, not the measured CPU load")
     p.add_argument("--service", choices=SERVICES, help="service (default: the config's, else echo)")
     p.add_argument("--port", type=int, default=0, help="user transport port (0: random in 10000-59999)")
+    p.add_argument("--asap-port", type=int, default=0,
+                   help="ASAP port: listened on and registrars connected from (0: a free random one in 20000-59999)")  # fmt: skip
     p.add_argument("--pe-id", type=lambda s: int(s, 0), default=None, help="PE identifier (default: random)")
     p.add_argument("--registrar", action="append", default=[], metavar="ADDR[,ADDR]:PORT",
                    help="static registrar (repeatable); default: the config's registrars")  # fmt: skip
+    p.add_argument("--prefer-registrar", metavar="NAME", help="try this registrar of the config first (by name)")
     p.add_argument("--reregistration-interval", type=float, default=30.0, help="s (registration life: 3x)")
     p.add_argument("--pool-secret", default=None, help="secret that seals cookies (default: the config's)")
     p.add_argument("--cookie-every", type=int, default=1, help="send a cookie after every N replies (0: never)")
@@ -61,8 +70,11 @@ def options_from(args: argparse.Namespace, config: dict[str, Any]) -> tuple[Pool
         load_dpf=args.load_dpf, weight_dpf=args.weight_dpf,
     )  # fmt: skip
     secret = args.pool_secret or config.get("pool_secret") or ""
+    listed = sorted(config.get("registrars", []), key=lambda r: r.get("name") != args.prefer_registrar)
+    if args.prefer_registrar and not any(r.get("name") == args.prefer_registrar for r in listed):
+        raise ValueError(f"--prefer-registrar {args.prefer_registrar}: no such registrar in the config")
     registrars = [node.parse_endpoint(r, 3863) for r in args.registrar] or [
-        (tuple(r["addresses"]), int(r.get("port", 3863))) for r in config.get("registrars", [])
+        (tuple(r["addresses"]), int(r.get("port", 3863))) for r in listed
     ]
     options = PoolElementOptions(
         pool_handle=handle,
@@ -86,6 +98,8 @@ async def run(argv: Sequence[str] | None = None) -> int:
         options, service, secret = options_from(args, config)
     except ValueError as exc:
         p.error(str(exc))
+    if args.asap_port and args.asap_port == options.user_port:
+        p.error(f"--asap-port {args.asap_port} is the user transport port")
     log = EventLog(args.name)
     core = PoolElementCore(options)
     # No secret, no cookies: a made-up default would let any pool user forge them.
@@ -93,7 +107,8 @@ async def run(argv: Sequence[str] | None = None) -> int:
     if sealer is None and args.cookie_every > 0:
         log("cookies-off", reason="no pool secret: give --pool-secret (the testbed gives one per pool)")
     transport_options = node.transport_options(args)
-    control = Driver(core, log, backend=args.backend, options=transport_options, local=args.local)
+    control = Driver(core, log, backend=args.backend, options=transport_options, local=args.local,
+                     connect_port=args.asap_port or _random_asap_port(options.user_port))  # fmt: skip
 
     services = ServiceCore(
         service, options.pe_id, sealer, cookie_every=max(1, args.cookie_every),
@@ -103,9 +118,11 @@ async def run(argv: Sequence[str] | None = None) -> int:
     data = Driver(services, log, backend=args.backend, options=transport_options, local=args.local)
     try:
         await data.listen(args.local, options.user_port)
+        await _listen_asap(control, args.local, chosen=bool(args.asap_port), user_port=options.user_port)
         if args.interface:
             await control.join(MulticastConfig.parse(args.announce_group, tuple(args.interface)))
-        log("listening", addresses=args.local, port=options.user_port, service=service, backend=args.backend)
+        log("listening", addresses=args.local, port=options.user_port, asap_port=control.connect_port,
+            service=service, backend=args.backend)  # fmt: skip
         node.serve_metrics(args.metrics_port, log, lambda: core.gauges() | services.gauges())
         control.execute(core.start(control.now()))
         measure = None if args.fixed_load else asyncio.create_task(_measure_load(control, args.load_interval))
@@ -119,6 +136,26 @@ async def run(argv: Sequence[str] | None = None) -> int:
         await data.close()
         await control.close()
     return 0
+
+
+def _random_asap_port(user_port: int) -> int:
+    while (port := random.randint(*ASAP_PORTS)) == user_port:
+        pass
+    return port
+
+
+async def _listen_asap(control: Driver, local: Sequence[str], *, chosen: bool, user_port: int) -> None:
+    """Listen on the control driver's `connect_port`, the port it connects to registrars from.
+    A random one that is taken is replaced by another (a port given by flag is not): the
+    registrar taking the PE over must find this PE, not another process, at that port."""
+    for attempt in range(1, ASAP_PORT_ATTEMPTS + 1):
+        try:
+            await control.listen(local, control.connect_port)
+            return
+        except TransportError:
+            if chosen or attempt == ASAP_PORT_ATTEMPTS:
+                raise
+            control.connect_port = _random_asap_port(user_port)
 
 
 async def _measure_load(driver: Driver, interval: float) -> None:

@@ -32,12 +32,13 @@ from __future__ import annotations
 import ipaddress
 import random
 from collections.abc import Hashable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from nodes.registrar.handlespace import Handlespace, HandlespaceError
+from nodes.registrar.enrp import Enrp, EnrpOptions
+from nodes.registrar.handlespace import Handlespace, HandlespaceError, PoolElementNode
 from nodes.wire.constants import ALL_ITEMS
-from nodes.sansio import Abort, Action, Announce, AssocId, CancelTimer, Emit, Send, StartTimer
+from nodes.sansio import Abort, Action, Announce, AssocId, CancelTimer, Close, Connect, Emit, Send, StartTimer
 from nodes.wire import (
     AsapError,
     AsapMessage,
@@ -65,6 +66,7 @@ from nodes.wire import (
 
 MAX_HRES_ITEMS_CAP = 128  # RSPLIB's parser refuses responses with more
 MAX_MESSAGE = 65535  # the ASAP length field
+HOME = 0x01  # ENDPOINT_KEEP_ALIVE's H flag: "take the sender as your home registrar"
 
 
 @dataclass(frozen=True)
@@ -82,6 +84,7 @@ class RegistrarOptions:
     asap_port: int = 3863
     asap_addresses: tuple[str, ...] = ()
     sctp: bool = True  #: the ASAP endpoint's transport, for the announce
+    enrp: EnrpOptions = field(default_factory=EnrpOptions)
 
     def __post_init__(self) -> None:
         if not 0 < self.server_id <= 0xFFFFFFFF:
@@ -107,6 +110,8 @@ class RegistrarCore:
         self.rng = rng or random.Random()
         self.handlespace = Handlespace(rng=self.rng, max_increment=options.max_increment)
         self.assocs: dict[AssocId, AssociationState] = {}
+        self.enrp = Enrp(self)
+        self.takeover_pending: dict[tuple[tuple[str, ...], int], list[tuple[bytes, int]]] = {}
 
     @property
     def server_id(self) -> int:
@@ -116,29 +121,46 @@ class RegistrarCore:
 
     def start(self, now: float) -> list[Action]:
         actions: list[Action] = [Emit("registrar-started", {"server_id": f"0x{self.server_id:08x}"})]
-        if self.options.announce:
-            actions += self._announce()
-        return actions
+        return actions + self.enrp.start(now)
+
+    def start_serving(self) -> list[Action]:
+        """Synchronised with the scope (or alone): announce ourselves to PEs and PUs."""
+        return self._announce() if self.options.announce else []
 
     def association_up(self, assoc: AssocId, now: float, **info: Any) -> list[Action]:
         peers = tuple(_plain(a) for a in info.get("peer_addresses", ()))
         self.assocs[assoc] = AssociationState(peers, int(info.get("peer_port", 0)), bool(info.get("sctp", True)))
-        return [Emit("association-up", {"assoc": assoc, "peer": list(peers)})]
+        actions: list[Action] = [Emit("association-up", {"assoc": assoc, "peer": list(peers)})]
+        match info.get("key"):
+            case ("takeover", tuple() as addresses, int() as port):
+                return actions + self._takeover_connected(assoc, (addresses, port))
+            case None:
+                return actions
+            case key:
+                return actions + self.enrp.association_up(assoc, key)
 
     def association_down(self, assoc: AssocId, now: float) -> list[Action]:
         state = self.assocs.pop(assoc, None)
+        self.enrp.association_down(assoc)
         actions: list[Action] = [Emit("association-down", {"assoc": assoc})]
         if state:
             for node in sorted(self.handlespace.owned_by(assoc), key=lambda n: (n.pool_handle, n.identifier)):
-                actions += self._remove(node.pool_handle, node.identifier, "association lost")
+                if node.home_registrar == self.server_id:
+                    actions += self.remove_pe(node.pool_handle, node.identifier, "association lost")
         return actions
 
     def connect_failed(self, key: Hashable, reason: str, now: float) -> list[Action]:
-        return [Emit("connect-failed", {"key": str(key), "reason": reason})]
+        actions: list[Action] = [Emit("connect-failed", {"key": str(key), "reason": reason})]
+        match key:
+            case ("takeover", tuple() as addresses, int() as port):
+                for handle, pe_id in self.takeover_pending.pop((addresses, port), []):
+                    actions += self.remove_pe(handle, pe_id, "unreachable after takeover")
+                return actions
+        return actions + self.enrp.connect_failed(key, reason)
 
     def receive(self, assoc: AssocId, data: bytes, ppid: int, now: float) -> list[Action]:
         if ppid == Protocol.ENRP.ppid:
-            return [Emit("ignored", {"assoc": assoc, "reason": "ENRP is not served yet (issue 6)"})]
+            return self.enrp.receive(assoc, data, now)
         try:
             message = decode(data, Protocol.ASAP)
         except DecodeError as exc:
@@ -149,10 +171,13 @@ class RegistrarCore:
         return handler(self, assoc, message)
 
     def datagram(self, data: bytes, source: str, port: int, interface: str, now: float) -> list[Action]:
-        return []  # its own announces, looped back; other registrars' are ENRP's business (issue 6)
+        """Only the ENRP presence group is received (announces are sent, not listened to)."""
+        return self.enrp.datagram(data, source, now)
 
     def timer(self, key: Hashable, now: float) -> list[Action]:
         match key:
+            case ("enrp", *_):
+                return self.enrp.timer(key, now)  # type: ignore[arg-type]
             case ("announce",):
                 return self._announce()
             case ("keepalive", bytes() as handle, int() as pe_id):
@@ -199,6 +224,8 @@ class RegistrarCore:
             "addresses": [str(a) for a in usable], "port": registered.user_transport.port, "assoc": assoc,
         }  # fmt: skip
         actions.append(Emit("pe-registered" if is_new else "pe-reregistered", fields))
+        actions.append(CancelTimer(("enrp", "expiry", handle, pe.identifier)))  # known from a peer before: ours now
+        actions += self.enrp.own_pe_changed(handle, registered)
         # Every registration shows the PE alive: supervision starts afresh (as RSPLIB's registrar).
         actions.append(CancelTimer(("keepalive-timeout", handle, pe.identifier)))
         actions.append(StartTimer(("keepalive", handle, pe.identifier), self.options.keepalive_interval))
@@ -215,7 +242,7 @@ class RegistrarCore:
             ]
         actions: list[Action] = [Send(assoc, DeregistrationResponse(pool_handle=handle, pe_id=pe_id))]
         if node is not None:
-            actions += self._remove(handle, pe_id, "deregistered")
+            actions += self.remove_pe(handle, pe_id, "deregistered")
         return actions
 
     def _handle_resolution(self, assoc: AssocId, msg: HandleResolution) -> list[Action]:
@@ -258,7 +285,7 @@ class RegistrarCore:
         fields = _pe_fields(*key, None) | {"reports": count, "reporter": assoc}
         actions: list[Action] = [Emit("pe-reported-unreachable", fields)]
         if count >= self.options.max_bad_pe_reports:
-            actions += self._remove(*key, f"{count} unreachability reports")
+            actions += self.remove_pe(*key, f"{count} unreachability reports")
         return actions
 
     def _asap_error(self, assoc: AssocId, msg: AsapError) -> list[Action]:
@@ -268,7 +295,7 @@ class RegistrarCore:
 
     def _send_keepalive(self, handle: bytes, pe_id: int) -> list[Action]:
         node = self.handlespace.find(handle, pe_id)
-        if node is None or node.owner not in self.assocs:
+        if node is None or node.owner not in self.assocs or node.home_registrar != self.server_id:
             return []
         keepalive = EndpointKeepAlive(server_id=self.server_id, pool_handle=handle, pe_id=pe_id)
         return [Send(node.owner, keepalive), StartTimer(("keepalive-timeout", handle, pe_id), self.options.keepalive_timeout)]  # type: ignore[arg-type]
@@ -278,20 +305,61 @@ class RegistrarCore:
         if node is None:
             return []
         owner = node.owner
-        actions = self._remove(handle, pe_id, "keep-alive timeout")
+        actions = self.remove_pe(handle, pe_id, "keep-alive timeout")
         if owner in self.assocs and not self.handlespace.owned_by(owner):
             actions.append(Abort(owner))  # type: ignore[arg-type]  # as RSPLIB: the silent PE's association goes too
         return actions
 
-    def _remove(self, handle: bytes, pe_id: int, reason: str) -> list[Action]:
+    def remove_pe(self, handle: bytes, pe_id: int, reason: str) -> list[Action]:
+        """Remove a PE; the peers hear of it (DEL_PE) if it was ours."""
         node = self.handlespace.deregister(handle, pe_id)
         if node is None:
             return []
-        return [
-            CancelTimer(("keepalive", handle, pe_id)),
-            CancelTimer(("keepalive-timeout", handle, pe_id)),
-            Emit("pe-removed", _pe_fields(handle, pe_id, reason)),
-        ]
+        actions = [*self.stop_supervising(handle, pe_id), CancelTimer(("enrp", "expiry", handle, pe_id)),
+                   Emit("pe-removed", _pe_fields(handle, pe_id, reason))]  # fmt: skip
+        if node.home_registrar == self.server_id:
+            actions += self.enrp.own_pe_removed(handle, node.pe)
+        return actions
+
+    def stop_supervising(self, handle: bytes, pe_id: int) -> list[Action]:
+        return [CancelTimer(("keepalive", handle, pe_id)), CancelTimer(("keepalive-timeout", handle, pe_id))]
+
+    # --- takeover (the ASAP side; ENRP decides, see nodes.registrar.enrp) ----------------
+
+    def take_over(self, nodes: list[PoolElementNode]) -> list[Action]:
+        """Become home of these PEs: open an association to each PE endpoint (its registrator
+        transport) and send each PE there an ENDPOINT_KEEP_ALIVE with the Home flag.  A PE
+        that does not answer in time goes by the keep-alive timeout, like any other."""
+        actions: list[Action] = []
+        for node in nodes:
+            handle, pe = node.pool_handle, node.pe
+            endpoint = pe.registrator_transport
+            if endpoint is None or not endpoint.port or not endpoint.addresses:
+                actions += self.remove_pe(handle, pe.identifier, "taken over, but its ASAP endpoint is unknown")
+                continue
+            self.handlespace.register(handle, replace(pe, home_registrar=self.server_id), owner=None)
+            key = (tuple(str(a) for a in endpoint.addresses), endpoint.port)
+            waiting = self.takeover_pending.setdefault(key, [])
+            if not waiting:
+                actions.append(Connect(("takeover", *key), *key))
+            waiting.append((handle, pe.identifier))
+            actions += [CancelTimer(("enrp", "expiry", handle, pe.identifier)),
+                        StartTimer(("keepalive-timeout", handle, pe.identifier), self.options.keepalive_timeout + self.options.keepalive_interval)]  # fmt: skip
+        return actions
+
+    def _takeover_connected(self, assoc: AssocId, endpoint: tuple[tuple[str, ...], int]) -> list[Action]:
+        actions: list[Action] = []
+        for handle, pe_id in self.takeover_pending.pop(endpoint, []):
+            node = self.handlespace.find(handle, pe_id)
+            if node is None or node.home_registrar != self.server_id:
+                continue
+            self.handlespace.register(handle, node.pe, owner=assoc)
+            keepalive = EndpointKeepAlive(server_id=self.server_id, pool_handle=handle, pe_id=pe_id, flags=HOME)
+            actions += [Send(assoc, keepalive), Emit("pe-taken-over", _pe_fields(handle, pe_id, None) | {"assoc": assoc}),
+                        StartTimer(("keepalive-timeout", handle, pe_id), self.options.keepalive_timeout)]  # fmt: skip
+        if not actions:
+            actions.append(Close(assoc))
+        return actions
 
     def _announce(self) -> list[Action]:
         transports: tuple[Transport, ...] = ()
@@ -328,7 +396,7 @@ class RegistrarCore:
             "pools": len(self.handlespace.pools()),
             "pool_elements": len(self.handlespace),
             "associations": len(self.assocs),
-        }
+        } | self.enrp.gauges()
 
 
 def _plain(address: str) -> str:

@@ -81,16 +81,20 @@ async def connect(
     backend: str | Backend = "auto",
     options: TransportOptions | None = None,
     ppid: int | None = None,
+    local_port: int = 0,
 ) -> Association:
     """An established association to `remote` (all addresses of one multi-homed peer).
 
     `ppid` matters only for TCP and MPTCP, which cannot carry one: it is the PPID that
-    received messages are labelled with (default: from the port, 3863 ASAP, 9901 ENRP)."""
+    received messages are labelled with (default: from the port, 3863 ASAP, 9901 ENRP).
+    `local_port` (0: an ephemeral one) is the port to connect from; it may be the port a
+    listener of this process listens on, as a PE's must be: a registrar taking the PE over
+    connects to the port the PE registered from (its registrator transport)."""
     chosen = select_backend(backend)
     module = importlib.import_module(_MODULES[chosen])
     return await module.connect(
         tuple(remote), port, local=tuple(local), options=options or TransportOptions(),
-        **_stream_args(chosen, ppid),
+        local_port=local_port, **_stream_args(chosen, ppid),
     )  # fmt: skip
 
 

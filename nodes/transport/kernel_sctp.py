@@ -399,10 +399,19 @@ class KernelListener(Listener):
         await super().close()
 
 
+def _share_port(sock: socket.socket) -> None:
+    """SO_REUSEADDR and SO_REUSEPORT, so that an association can be opened from the port a
+    listener of ours holds (one-to-one sockets: a second socket on that port).  Untested: this
+    machine has no kernel SCTP; Linux's SCTP honours SO_REUSEPORT only since 5.x."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    with contextlib.suppress(OSError):  # an older kernel: the bind beside a listener will fail
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+
+
 async def listen(local: tuple[str, ...], port: int, *, options: TransportOptions) -> KernelListener:
     sock = _new_socket(sockaddr.family_of(local), options)
     try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        _share_port(sock)  # connect(local_port=port) may open associations from this port
         if local:
             _setopt(sock, lk.SCTP_SOCKOPT_BINDX_ADD, lk.pack_sockaddrs(local, port))
         else:
@@ -419,15 +428,25 @@ async def listen(local: tuple[str, ...], port: int, *, options: TransportOptions
 
 
 async def connect(
-    remote: tuple[str, ...], port: int, *, local: tuple[str, ...], options: TransportOptions
+    remote: tuple[str, ...],
+    port: int,
+    *,
+    local: tuple[str, ...],
+    options: TransportOptions,
+    local_port: int = 0,
 ) -> KernelAssociation:
+    """An association to `remote`, from `local_port` if non-zero (else an ephemeral port)."""
     if not remote:
         raise ConnectError("no peer address to connect to")
     target = f"{', '.join(remote)} port {port}"
     sock = _new_socket(sockaddr.family_of(local + remote), options)
     try:
-        if local:  # several local addresses, one (ephemeral) port: multi-homed on our side too
-            _setopt(sock, lk.SCTP_SOCKOPT_BINDX_ADD, lk.pack_sockaddrs(local, 0))
+        if local_port:
+            _share_port(sock)
+        if local:  # several local addresses, one port: multi-homed on our side too
+            _setopt(sock, lk.SCTP_SOCKOPT_BINDX_ADD, lk.pack_sockaddrs(local, local_port))
+        elif local_port:
+            sock.bind(("::" if sock.family == socket.AF_INET6 else "0.0.0.0", local_port))
         # Every peer address at once, as lksctp's sctp_connectx() does; non-blocking, so the
         # kernel answers EINPROGRESS at once, and COMM_UP or CANT_STR_ASSOC follows.
         with contextlib.suppress(BlockingIOError, InterruptedError):

@@ -215,9 +215,30 @@ def _family(address: str) -> int:
     return socket.AF_INET6 if ":" in address else socket.AF_INET
 
 
+def _share_port(sock: socket.socket) -> None:
+    """Let a listener and the connections opened from its port share that port: Linux allows
+    a bind beside a listening socket only when both have SO_REUSEPORT (same user); SO_REUSEADDR
+    lets a connection rebind while an old one from that port lingers in TIME_WAIT."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+
+
+def _bind_source(sock: socket.socket, local: tuple[str, ...], local_port: int) -> None:
+    """Bind a connecting socket to the first local address (or the wildcard) and `local_port`."""
+    if local_port:
+        _share_port(sock)
+    if local or local_port:
+        wildcard = "::" if sock.family == socket.AF_INET6 else "0.0.0.0"
+        sock.bind((local[0] if local else wildcard, local_port))
+
+
 async def connect(remote: tuple[str, ...], port: int, *, local: tuple[str, ...], options: TransportOptions,
-                  mptcp: bool, ppid: int | None) -> StreamAssociation:  # fmt: skip
-    """Try the peer's addresses in turn until one answers within the connect timeout."""
+                  mptcp: bool, ppid: int | None, local_port: int = 0) -> StreamAssociation:  # fmt: skip
+    """Try the peer's addresses in turn until one answers within the connect timeout.
+
+    `local_port` non-zero: connect from that port, also while a listener of ours has it.  A
+    connection from it that this side closed holds its 4-tuple in TIME_WAIT for 60 s: until
+    then, connecting from that port to the same peer address and port fails (EADDRNOTAVAIL)."""
     if not remote:
         raise ConnectError("no peer address to connect to")
     backend = Backend.MPTCP if mptcp else Backend.TCP
@@ -226,8 +247,7 @@ async def connect(remote: tuple[str, ...], port: int, *, local: tuple[str, ...],
     for address in remote:
         sock = _socket(_family(address), mptcp)
         try:
-            if local:
-                sock.bind((local[0], 0))
+            _bind_source(sock, local, local_port)
             await asyncio.wait_for(_connect(sock, address, port), options.connect_timeout_s)
             assoc = StreamAssociation(backend, options, ppid_for_port(port, ppid))
             await loop.create_connection(lambda a=assoc: a, sock=sock)  # type: ignore[misc]
@@ -240,17 +260,36 @@ async def connect(remote: tuple[str, ...], port: int, *, local: tuple[str, ...],
     raise ConnectError(f"{backend.value} connection to port {port} failed: {'; '.join(failures)}")
 
 
+def _bind_listening(sock: socket.socket, address: str, port: int, mptcp: bool) -> None:
+    """Bind with SO_REUSEPORT (connect(local_port=port) opens connections from this port), but
+    refuse a port another listener holds: with SO_REUSEPORT on both, a second listener of the
+    same user would share it silently, the kernel splitting the connections between them.  A
+    probe with the options listeners had before (SO_REUSEADDR only) fails where one listens."""
+    if port:
+        with _socket(sock.family, mptcp) as probe:
+            _listening_options(probe, address, share=False)
+            probe.bind((address, port))
+    _listening_options(sock, address, share=True)
+    sock.bind((address, port))
+
+
+def _listening_options(sock: socket.socket, address: str, share: bool) -> None:
+    if share:
+        _share_port(sock)
+    else:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if address == "::":
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+
+
 async def listen(local: tuple[str, ...], port: int, *, options: TransportOptions, mptcp: bool,
                  ppid: int | None) -> StreamListener:  # fmt: skip
     """Listen on `port` of the first local address (all addresses when none is given)."""
     backend = Backend.MPTCP if mptcp else Backend.TCP
     address = local[0] if local else "::"
     sock = _socket(_family(address), mptcp)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    if address == "::":
-        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
     try:
-        sock.bind((address, port))
+        _bind_listening(sock, address, port, mptcp)
         sock.listen(128)
     except OSError as exc:
         sock.close()

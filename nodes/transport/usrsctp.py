@@ -16,6 +16,10 @@ waits on the stack.
 Sockets are one-to-many (SOCK_SEQPACKET): a listener serves all its associations on one
 socket, with no `usrsctp_accept` (which crashed here with NULL address arguments), and an
 outgoing association gets a socket of its own, closed when it ends, so that nothing leaks.
+The exception: `connect(local_port=P)` while a listener of this process holds port P goes
+out through the listener's socket (usrsctp_connectx on it), as RSPLIB's one-to-many sockets
+do, since two sockets of one stack cannot bind one port; a PE must connect from the port it
+listens on, so that a registrar taking it over can reach it there.
 """
 
 from __future__ import annotations
@@ -55,6 +59,7 @@ class _Stack:
         self.lib: ctypes.CDLL | None = None
         self.udp_port = 0
         self.endpoints: dict[int, _Endpoint] = {}
+        self.listening: dict[int, _Endpoint] = {}  # port -> a listener's endpoint, for connect(local_port=)
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
         self.receive_cb = api.RECEIVE_CB(self._on_receive)  # kept referenced: C holds them
@@ -152,6 +157,7 @@ class _Endpoint:
         self.space = asyncio.Event()
         self.reservation: socket.socket | None = None  # see _reserve_port
         self.peer_ports: dict[int, int] = {}  # assoc id -> the peer's port, read with its addresses
+        self.port = 0  # the local port, once bound
         self.key = _stack.register(self)
         self.sock = self.lib.usrsctp_socket(
             self.family, socket.SOCK_SEQPACKET, socket.IPPROTO_SCTP, _stack.receive_cb, _stack.send_cb,
@@ -187,6 +193,7 @@ class _Endpoint:
     def _bind(self, port: int) -> None:
         if port == 0:
             port = self._reserve_port()
+        self.port = port
         if not self.local:
             wildcard = "::" if self.family == socket.AF_INET6 else "0.0.0.0"
             packed = sockaddr.pack(wildcard, port)
@@ -287,6 +294,8 @@ class _Endpoint:
         if self.sock:
             sock, self.sock = self.sock, None
             _stack.unregister(self.key)
+            if _stack.listening.get(self.port) is self:
+                del _stack.listening[self.port]
             self.lib.usrsctp_close(sock)
         if self.reservation is not None:
             self.reservation.close()
@@ -427,30 +436,55 @@ class UsrsctpListener(Listener):
 
 async def listen(local: tuple[str, ...], port: int, *, options: TransportOptions) -> UsrsctpListener:
     endpoint = _Endpoint(local, (), port, options)
-    endpoint._check(endpoint.lib.usrsctp_listen(endpoint.sock, 128), "listen")
+    try:
+        endpoint._check(endpoint.lib.usrsctp_listen(endpoint.sock, 128), "listen")
+    except TransportError:
+        endpoint.close_socket()
+        raise
+    _stack.listening[endpoint.port] = endpoint  # connect(local_port=) goes out through it
     return UsrsctpListener(endpoint, port)
 
 
-async def connect(remote: tuple[str, ...], port: int, *, local: tuple[str, ...], options: TransportOptions) -> UsrsctpAssociation:
+async def connect(remote: tuple[str, ...], port: int, *, local: tuple[str, ...], options: TransportOptions,
+                  local_port: int = 0) -> UsrsctpAssociation:  # fmt: skip
+    """An association to `remote`, from `local_port` if non-zero (else an ephemeral port).
+
+    If a listener of this process holds `local_port`, the association goes through its socket
+    (its bound addresses and socket options apply, `local` does not; closing the listener
+    aborts it); otherwise a socket of its own is bound to `local_port`."""
     if not remote:
         raise ConnectError("no peer address to connect to")
-    endpoint = _Endpoint(local, remote, 0, options)
-    assoc = UsrsctpAssociation(endpoint, 0, owns_socket=True)
-    endpoint.sole = assoc
+    shared = _stack.listening.get(local_port) if local_port else None
+    endpoint = shared or _Endpoint(local, remote, local_port, options)
+    assoc = UsrsctpAssociation(endpoint, 0, owns_socket=shared is None)
+    if shared is None:
+        endpoint.sole = assoc
+    target = f"{', '.join(remote)} port {port}"
+    try:
+        assoc.assoc_id = _connectx(endpoint, remote, port)
+    except ConnectError as exc:
+        if assoc.owns_socket:
+            endpoint.close_socket()
+        raise ConnectError(f"connect to {target}: {exc}") from None
+    # Registered before the loop runs again, so before its COMM_UP is dispatched: a listener's
+    # endpoint takes it for its own, not for a new incoming association.
+    endpoint.associations[assoc.assoc_id] = assoc
+    try:
+        await assoc.wait_up(options.connect_timeout_s)
+    except ConnectError as exc:
+        assoc.abort()  # forgets it, on a listener's socket too
+        if assoc.owns_socket:
+            endpoint.close_socket()
+        raise ConnectError(f"SCTP association to {target}: {exc}") from None
+    return assoc
+
+
+def _connectx(endpoint: _Endpoint, remote: tuple[str, ...], port: int) -> int:
+    """usrsctp_connectx on the endpoint's socket; the new association's id."""
     assoc_id = ctypes.c_uint32(0)
     packed = sockaddr.pack_list(remote, port)
     if endpoint.lib.usrsctp_connectx(endpoint.sock, packed, len(remote), ctypes.byref(assoc_id)) < 0:
         code = ctypes.get_errno()
         if code != errno.EINPROGRESS:
-            endpoint.close_socket()
-            raise ConnectError(f"connect to {', '.join(remote)} port {port}: {os.strerror(code)}")
-    assoc.assoc_id = assoc_id.value
-    endpoint.associations[assoc.assoc_id] = assoc
-    target = f"{', '.join(remote)} port {port}"
-    try:
-        await assoc.wait_up(options.connect_timeout_s)
-    except ConnectError as exc:
-        assoc.abort()
-        endpoint.close_socket()
-        raise ConnectError(f"SCTP association to {target}: {exc}") from None
-    return assoc
+            raise ConnectError(os.strerror(code))
+    return assoc_id.value

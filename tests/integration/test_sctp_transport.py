@@ -225,3 +225,136 @@ def test_usrsctp_over_udp_encapsulation(tmp_path):
     rows = tshark_fields(pcap, "asap", "udp.dstport", "sctp.data_payload_proto_id")
     ppids = [ppid for _, chunk_ppids in rows for ppid in chunk_ppids.split(",")]  # DATA chunks bundle
     assert {r[0] for r in rows} == {"9899"} and ppids.count("11") >= 10
+
+
+# Both ends of the shared-port scenario (see shared_port_scenario): `a` listens on port P and
+# connects from P to b's listener on Q; b connects back to P.  Each association carries one
+# message each way (ping: send seq, expect seq + 1).  Every line printed is one step.
+SHARED_PORT_SCRIPT = textwrap.dedent("""
+    import asyncio, json, sys
+    from nodes import transport
+    from nodes.transport.peer import cookie, sequence_of
+
+    role, backend, mine, theirs, P, Q = sys.argv[1], sys.argv[2], sys.argv[3].split(","), sys.argv[4].split(","), int(sys.argv[5]), int(sys.argv[6])
+    OPTIONS = transport.TransportOptions(rto_initial_ms=300, rto_min_ms=100, rto_max_ms=500, heartbeat_interval_ms=300)
+    T = 20
+
+    def say(event, **fields):
+        print(json.dumps({"event": event, **fields}), flush=True)
+
+    async def receive(assoc):
+        return sequence_of((await asyncio.wait_for(assoc.receive(), T)).data, 11)[0]
+
+    async def ping(assoc, seq):
+        await assoc.send(cookie(seq, 64), 11)
+        return await receive(assoc)
+
+    async def pong(assoc):
+        seq = await receive(assoc)
+        await assoc.send(cookie(seq + 1, 64), 11)
+        return seq
+
+    async def connect(port, local_port=0):
+        return await transport.connect(theirs, port, local=mine, backend=backend, options=OPTIONS, local_port=local_port)
+
+    async def ended(assoc):
+        try:
+            while True:
+                await asyncio.wait_for(assoc.next_item(), T)
+        except transport.AssociationClosed as exc:
+            return exc.event.kind.value if exc.event else "closed locally"
+
+    async def side_a():
+        listener = await transport.listen(mine, P, backend=backend, options=OPTIONS)
+        accepted = []
+        async def accept():
+            assoc = await asyncio.wait_for(listener.accept(), T)
+            accepted.append(assoc.peer_port)
+            return assoc
+        out = await connect(Q, local_port=P)
+        say("out", peer_port=out.peer_port, reply=await ping(out, 1))
+        back = await accept()
+        say("back", got=await pong(back))
+        # Both ends through the listener's socket (usrsctp): the listener must go on.  Abort
+        # first: a TCP close would hold this 4-tuple in TIME_WAIT, and out2 reuses it.
+        out.abort()
+        out2 = await connect(Q, local_port=P)
+        say("out2", reply=await ping(out2, 20))
+        await out2.close()
+        again = await accept()
+        say("again", got=await pong(again))
+        sockets = None
+        if backend == "usrsctp":
+            from nodes.transport import usrsctp
+            sockets = len(usrsctp._stack.endpoints)
+        say("done", accepted_peer_ports=accepted, pending=listener._incoming.qsize(), back_open=back.is_open,
+            usrsctp_sockets=sockets)
+        await back.close()
+        await again.close()
+        await listener.close()
+
+    async def side_b():
+        listener = await transport.listen(mine, Q, backend=backend, options=OPTIONS)
+        say("listening")
+        first = await asyncio.wait_for(listener.accept(), T)
+        say("first", peer_port=first.peer_port, got=await pong(first))
+        back = await connect(P)
+        say("back", reply=await ping(back, 10))
+        second = await asyncio.wait_for(listener.accept(), T)
+        say("second", peer_port=second.peer_port, got=await pong(second), ended=await ended(second))
+        again = await connect(P)
+        say("again", reply=await ping(again, 30))
+        say("done", first_ended=await ended(first))
+        await back.close()
+        await again.close()
+        await listener.close()
+
+    asyncio.run(side_a() if role == "a" else side_b())
+""")
+SHARED_PORT, PEER_PORT = 5000, 6000
+
+
+def shared_port_scenario(pair, backend: str) -> tuple[dict[str, dict], dict[str, dict]]:
+    """Run SHARED_PORT_SCRIPT in b, then a; each side's steps by name."""
+
+    def start(host: str, role: str, mine: list[str], theirs: list[str]):
+        argv = [sys.executable, "-c", SHARED_PORT_SCRIPT, role, backend, ",".join(mine), ",".join(theirs),
+                str(SHARED_PORT), str(PEER_PORT)]  # fmt: skip
+        return pair.popen(host, argv)
+
+    a_addresses, b_addresses = pair.addresses(pair.a), pair.addresses(pair.b)
+    b = start(pair.b, "b", b_addresses, a_addresses)
+    wait_for_event(b, "listening")
+    a = start(pair.a, "a", a_addresses, b_addresses)
+    out, err = a.communicate(timeout=90)
+    assert a.returncode == 0, f"side a failed: {err}\n{out}"
+    b.wait(30)
+    rest = stop(b)
+    assert b.returncode == 0, f"side b failed: {b.stderr.read() if b.stderr else ''}\n{rest}"
+    a_steps = {line["event"]: line for line in map(json.loads, out.splitlines())}
+    b_steps = {line["event"]: line for line in map(json.loads, rest.splitlines())}
+    return a_steps, b_steps
+
+
+def check_shared_port(a: dict[str, dict], b: dict[str, dict]) -> None:
+    """What both the SCTP and the stream test expect of SHARED_PORT_SCRIPT's run."""
+    assert b["first"] == {"event": "first", "peer_port": SHARED_PORT, "got": 1}  # b sees a's listening port
+    assert a["out"] == {"event": "out", "peer_port": PEER_PORT, "reply": 2}
+    assert (b["back"]["reply"], a["back"]["got"]) == (11, 10)  # b's association to a's port P works
+    assert (a["out2"]["reply"], b["second"]["got"], b["second"]["peer_port"]) == (21, 20, SHARED_PORT)
+    assert b["done"]["first_ended"] == "lost" and b["second"]["ended"] == "shutdown"
+    assert (b["again"]["reply"], a["again"]["got"]) == (31, 30)  # the listener outlived both outgoing ones
+    done = a["done"]
+    assert len(done["accepted_peer_ports"]) == 2 and PEER_PORT not in done["accepted_peer_ports"], done
+    assert done["pending"] == 0, "a's listener reported its own outgoing association as incoming"
+    assert done["back_open"], "closing or aborting an outgoing association ended an accepted one"
+
+
+def test_connect_from_the_port_a_listener_holds(lab):
+    """A PE connects to registrars from the port it listens on (its registrator transport),
+    so that a registrar taking it over can reach it there.  usrsctp: the outgoing associations
+    go through the listener's one-to-many socket, which must go on serving when they end."""
+    a, b = shared_port_scenario(lab.pair, lab.backend)
+    check_shared_port(a, b)
+    if lab.backend == "usrsctp":
+        assert a["done"]["usrsctp_sockets"] == 1  # the listener's socket only: none of their own

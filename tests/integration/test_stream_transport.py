@@ -13,6 +13,7 @@ from nodes import transport
 from nodes.transport import availability
 from nodes.transport.stream import mptcp_endpoint_commands
 from testbed import netns
+from tests.integration.test_sctp_transport import check_shared_port, shared_port_scenario
 from tests.netlab import data_lines, dual_homed_pair, needs_root, stop, wait_for_event
 
 pytestmark = [needs_root, pytest.mark.netns]
@@ -124,3 +125,30 @@ def test_closing_a_listener_ends_the_associations_it_accepted():
     served_open, client_saw = asyncio.run(scenario())
     assert served_open is False
     assert client_saw == "lost"  # the accepted side was aborted (RST), not shut down
+
+
+def test_tcp_connect_from_the_port_a_listener_holds(pair):
+    """SO_REUSEPORT on the listener and the connecting socket: a PE's connection to a registrar
+    leaves from the port the PE listens on, and the registrar can connect back to it."""
+    a, b = shared_port_scenario(pair, "tcp")
+    check_shared_port(a, b)
+
+
+def test_a_second_listener_on_a_port_is_still_refused():
+    """SO_REUSEPORT must not let two listeners share a port silently (the kernel would split
+    the connections between them): listen() probes with the options it had before."""
+
+    async def scenario() -> str:
+        first = await transport.listen(["127.0.0.1"], 38632, backend="tcp")
+        try:
+            with pytest.raises(transport.TransportError) as refused:
+                await transport.listen(["127.0.0.1"], 38632, backend="tcp")
+            client = await transport.connect(["127.0.0.1"], 38632, backend="tcp", local_port=38633)
+            served = await asyncio.wait_for(first.accept(), 5)
+            assert served.peer_port == 38633
+            client.abort()
+            return str(refused.value)
+        finally:
+            await first.close()
+
+    assert asyncio.run(scenario()) == "cannot listen on 127.0.0.1 port 38632: Address already in use"

@@ -16,9 +16,11 @@ from ipaddress import ip_address
 import pytest
 
 from nodes.registrar.core import RegistrarCore, RegistrarOptions
+from nodes.registrar.enrp import EnrpOptions
 from nodes.sansio import Abort, Action, Announce, StartTimer
 from nodes.wire import (
     AsapError,
+    EnrpError,
     CauseCode,
     Deregistration,
     DeregistrationResponse,
@@ -55,7 +57,8 @@ NOW = 100.0
 
 
 def make_core(**overrides: object) -> RegistrarCore:
-    options = {"server_id": SERVER_ID, "keepalive_interval": 7.0, "keepalive_timeout": 2.5, "announce": False}
+    options = {"server_id": SERVER_ID, "keepalive_interval": 7.0, "keepalive_timeout": 2.5, "announce": False,
+               "enrp": EnrpOptions(multicast=False)}  # alone in its scope: these are ASAP tests
     options.update(overrides)
     return RegistrarCore(RegistrarOptions(**options), rng=random.Random(5))  # type: ignore[arg-type]
 
@@ -598,10 +601,12 @@ def test_incoming_asap_error_is_not_answered() -> None:
     assert sent(feed(core, 1, broken)) == []
 
 
-def test_enrp_ppid_is_not_answered_as_asap() -> None:
+def test_a_malformed_enrp_message_is_answered_with_enrp_error_not_asap() -> None:
     core = make_core()
     up(core, 1, PEER)
-    assert sent(core.receive(1, b"\x01\x00\x00\x04", Protocol.ENRP.ppid, NOW)) == []
+    [answer] = sent(core.receive(1, b"\x01\x00\x00\x04", Protocol.ENRP.ppid, NOW))
+    assert isinstance(answer, EnrpError) and answer.sender_id == SERVER_ID
+    assert answer.error[0].code == CauseCode.INVALID_VALUES and answer.error[0].info == b"\x01\x00\x00\x04"
 
 
 # ------------------------------------------------------------------ announces

@@ -1,0 +1,644 @@
+"""ENRP (RFC 5353) for the registrar: one handlespace shared by the registrars of a scope.
+
+Part of the registrar's sans-I/O core (`nodes.registrar.core` owns an `Enrp` and routes ENRP
+messages, datagrams and `("enrp", ...)` timers to it); it returns the same actions.
+
+What it does, and where the rules come from (RFC 5353; RSPLIB's registrar where the RFC
+leaves room, see ../shared/reference/rserpool-wire.md sections 7, 8.1, 8.2 and 8.5):
+
+* Presence: every heartbeat cycle (+-12.5 %) an ENRP_PRESENCE with the PE checksum of the
+  PEs this registrar owns goes to the presence group and by unicast to every known peer; a
+  new peer is answered with R = 1, a PRESENCE with R = 1 over an association with R = 0.
+  Peers are learnt from presences, from static peers and from LIST_RESPONSEs.
+* Start-up: the first peer heard is the mentor; its LIST and whole handle table (with the
+  M flag, one HANDLE_TABLE_REQUEST per part) are fetched; SERVER_ANNOUNCEs start once the
+  last part arrived, or after the mentor discovery timeout.  While starting up, this
+  registrar rejects handle table requests itself (R flag, RFC 5353 section 3.2.3).
+* Updates: HANDLE_UPDATE ADD_PE / DEL_PE for every change of a PE this registrar owns;
+  others' PEs expire after their registration life unless updated.  An ADD_PE must name
+  its sender as the PE's home and a DEL_PE may only remove a PE homed at its sender: a peer
+  cannot add or delete PEs on another's behalf.
+* Audit: a peer's unicast PRESENCE whose checksum differs from that of the PEs this
+  registrar believes the peer owns triggers a HANDLE_TABLE_REQUEST with W = 1; PEs of that
+  peer that are not in the answer are purged (so a partition heals).
+* Failure and takeover: a peer silent for max-time-last-heard gets a PRESENCE with R = 1;
+  silent for max-time-no-response more, it is dead.  If it owned PEs, INIT_TAKEOVER goes to
+  every peer; once every known peer but the target has sent INIT_TAKEOVER_ACK, this
+  registrar sends TAKEOVER_SERVER and re-homes the PEs (ENDPOINT_KEEP_ALIVE with H = 1,
+  the ASAP side in the core).  Concurrent takeovers of one target: RFC 5353 section 3.5.1
+  and the VNFPOOL draft let the highest server ID win (a peer whose own ID is lower aborts
+  its attempt and ACKs); RSPLIB's code lets the lowest win (`SenderID < ServerID` in
+  rspregistrar-takeover.c).  The default follows the RFC; `arbitration="lowest"` follows
+  RSPLIB.  With no other peer to ask (two registrars), the takeover completes at once:
+  the RFC's condition (an ACK from every known peer but the target) holds, while RSPLIB
+  waits for an ACK that never comes and lets the takeover expire.
+* Takeover suggestion (draft-dreibholz-rserpool-enrp-takeover), if enabled: after each
+  ADD_PE of its own, the registrar sends HANDLE_UPDATE with T = 1 to the peer with the
+  largest `peer ID XOR PE ID`, if that beats its own; a receiver takes the PE over.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections import deque
+from collections.abc import Hashable
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
+
+from nodes.registrar.handlespace import HandlespaceError
+from nodes.registrar.peers import Peer, PeerTable
+from nodes.sansio import Action, Announce, AssocId, CancelTimer, Close, Connect, Emit, Send, StartTimer
+from nodes.wire import (
+    DecodeError,
+    EnrpError,
+    EnrpMessage,
+    ErrorCause,
+    HandleTableRequest,
+    HandleTableResponse,
+    HandleUpdate,
+    InitTakeover,
+    InitTakeoverAck,
+    ListRequest,
+    ListResponse,
+    PoolElement,
+    PoolEntry,
+    Presence,
+    Protocol,
+    SctpTransport,
+    ServerInformation,
+    TakeoverServer,
+    TcpTransport,
+    UnrecognizedParameterError,
+    UpdateAction,
+    decode,
+)
+
+if TYPE_CHECKING:
+    from nodes.registrar.core import RegistrarCore
+
+HT_BUDGET = 60_000  #: bytes of PEs per HANDLE_TABLE_RESPONSE (the length field allows 65535)
+REPLY, OWN_ONLY, REJECT, MORE = 0x01, 0x01, 0x01, 0x02  # R, W, R and M flags
+TAKEOVER_SUGGESTED = 0x01
+
+
+@dataclass(frozen=True)
+class EnrpOptions:
+    """Timers in seconds; names and defaults follow RSPLIB's registrar (ms there)."""
+
+    port: int = 9901
+    peers: tuple[tuple[tuple[str, ...], int], ...] = ()  #: static peers: (addresses, port)
+    multicast: bool = True  #: presences to the ENRP group (and peers learnt from it)
+    heartbeat_cycle: float = 2.444  #: -peerheartbeatcycle
+    max_time_last_heard: float = 5.0  #: -peermaxtimelastheard
+    max_time_no_response: float = 5.0  #: -peermaxtimenoresponse
+    mentor_discovery_timeout: float = 5.0  #: -mentordiscoverytimeout
+    takeover_expiry: float = 5.0  #: -takeoverexpiryinterval
+    max_elements_per_ht: int = 128  #: -maxelementsperhtrequest
+    takeover_suggestion: bool = False  #: -supporttakeoversuggestion
+    arbitration: str = "highest"  #: who wins concurrent takeovers: "highest" (RFC) or "lowest" (RSPLIB)
+
+    def __post_init__(self) -> None:
+        timers = (self.heartbeat_cycle, self.max_time_last_heard, self.max_time_no_response,
+                  self.mentor_discovery_timeout, self.takeover_expiry)  # fmt: skip
+        if min(timers) <= 0:
+            raise ValueError("ENRP timers must be > 0")
+        if self.max_elements_per_ht < 1:
+            raise ValueError("max-elements-per-ht-request must be >= 1")
+        if self.arbitration not in ("highest", "lowest"):
+            raise ValueError("takeover arbitration must be 'highest' or 'lowest'")
+
+    @property
+    def active(self) -> bool:
+        """Whether there can be peers at all; a lone registrar is synchronised at once."""
+        return self.multicast or bool(self.peers)
+
+
+class Enrp:
+    """See the module docstring.  `core` is the registrar whose handlespace this shares."""
+
+    def __init__(self, core: RegistrarCore) -> None:
+        self.core = core
+        self.options: EnrpOptions = core.options.enrp
+        self.me = core.server_id
+        self.table = PeerTable(self.me, self.options.peers)
+        self.starting = True
+        self.mentor: int | None = None
+        self.cursors: dict[tuple[int, bool], deque[tuple[bytes, int]]] = {}
+        self.takeovers: dict[int, set[int]] = {}  # target -> peers whose ACK is still missing
+        self.takers: dict[int, int] = {}  # target -> the peer we ACKed as taking it over
+
+    @property
+    def hs(self):  # type: ignore[no-untyped-def]
+        return self.core.handlespace
+
+    # --- inputs from the core ------------------------------------------------------------
+
+    def start(self, now: float) -> list[Action]:
+        if not self.options.active:
+            return self._synchronised("no peers configured and no presence group")
+        actions: list[Action] = [StartTimer(("enrp", "mentor-discovery"), self.options.mentor_discovery_timeout)]
+        return actions + self._heartbeat()
+
+    def association_up(self, assoc: AssocId, key: Hashable) -> list[Action]:
+        match key:
+            case ("enrp-peer", int() as server_id):
+                peer = self.table.get(server_id)
+                if peer is None or peer.assoc is not None:
+                    return [Close(assoc)]  # no longer wanted, or the peer connected to us meanwhile
+                peer.assoc, peer.connecting = assoc, False
+                sends: list[Action] = [Send(assoc, m) for m in peer.pending]
+                peer.pending.clear()
+                return sends
+            case ("enrp-static", int() as index):
+                static = self.table.static[index]
+                static.assoc, static.connecting = assoc, False
+                return [Send(assoc, self._presence(reply=True))]
+        return []
+
+    def connect_failed(self, key: Hashable, reason: str) -> list[Action]:
+        match key:
+            case ("enrp-peer", int() as server_id):
+                if (peer := self.table.get(server_id)) is not None:
+                    peer.connecting = False
+                    peer.pending.clear()
+                return [Emit("peer-unreachable", {"server_id": f"0x{server_id:08x}", "reason": reason})]
+            case ("enrp-static", int() as index):
+                static = self.table.static[index]
+                static.connecting = False
+                return [Emit("peer-unreachable", {"peer": f"{','.join(static.addresses)}:{static.port}", "reason": reason})]
+        return []
+
+    def association_down(self, assoc: AssocId) -> None:
+        self.table.detach(assoc)
+
+    def receive(self, assoc: AssocId, data: bytes, now: float) -> list[Action]:
+        try:
+            message = decode(data, Protocol.ENRP)
+        except DecodeError as exc:
+            return self._decode_error(assoc, data, exc)
+        assert isinstance(message, EnrpMessage)
+        refused = self._refusal(assoc, message)
+        if refused:
+            return [Emit("enrp-refused", {"assoc": assoc, "message": type(message).__name__,
+                                          "sender": f"0x{message.sender_id:08x}", "reason": refused})]  # fmt: skip
+        handler = _HANDLERS.get(type(message))
+        if handler is None:
+            return [Emit("ignored", {"assoc": assoc, "message": type(message).__name__})]
+        return handler(self, assoc, message, now)
+
+    def datagram(self, data: bytes, source: str, now: float) -> list[Action]:
+        try:
+            message = decode(data, Protocol.ENRP)
+        except DecodeError as exc:
+            return [Emit("malformed-datagram", {"source": source, **exc.to_dict()})]
+        if not isinstance(message, Presence):
+            return [Emit("ignored", {"source": source, "message": type(message).__name__, "reason": "only PRESENCE by multicast"})]
+        if message.sender_id in (0, self.me):
+            return []  # our own, looped back
+        return self._on_presence(None, message, now, source=source)
+
+    def timer(self, key: tuple[Any, ...], now: float) -> list[Action]:
+        match key:
+            case ("enrp", "presence"):
+                return self._heartbeat()
+            case ("enrp", "mentor-discovery"):
+                return self._synchronised("mentor discovery timeout") if self.starting else []
+            case ("enrp", "last-heard", int() as server_id):
+                return self._last_heard(server_id)
+            case ("enrp", "no-response", int() as server_id):
+                return self._no_response(server_id)
+            case ("enrp", "takeover-expiry", int() as target):
+                return self._takeover_expired(target)
+            case ("enrp", "expiry", bytes() as handle, int() as pe_id):
+                return self._expire(handle, pe_id)
+        return []
+
+    def own_pe_changed(self, handle: bytes, pe: PoolElement) -> list[Action]:
+        """A PE of ours registered or re-registered: ADD_PE to every peer (it refreshes their
+        expiry timer), and the takeover suggestion if enabled."""
+        actions: list[Action] = []
+        for peer in self.table.peers.values():
+            actions += self._send(peer, HandleUpdate(sender_id=self.me, receiver_id=peer.server_id,
+                                                     update_action=UpdateAction.ADD_PE, pool_handle=handle, pool_element=pe))  # fmt: skip
+        if self.options.takeover_suggestion:
+            actions += self._suggest_takeover(handle, pe)
+        return actions
+
+    def own_pe_removed(self, handle: bytes, pe: PoolElement) -> list[Action]:
+        actions: list[Action] = []
+        for peer in self.table.peers.values():
+            actions += self._send(peer, HandleUpdate(sender_id=self.me, receiver_id=peer.server_id,
+                                                     update_action=UpdateAction.DEL_PE, pool_handle=handle, pool_element=pe))  # fmt: skip
+        return actions
+
+    # --- presence and liveness -----------------------------------------------------------
+
+    def _presence(self, reply: bool = False, receiver: int = 0) -> Presence:
+        return Presence(sender_id=self.me, receiver_id=receiver, flags=REPLY if reply else 0,
+                        checksum=self.hs.checksum(self.me), server_info=self.server_info())  # fmt: skip
+
+    def server_info(self) -> ServerInformation:
+        return self._info(self.me, self.core.options.asap_addresses, self.options.port)
+
+    def _info(self, server_id: int, addresses: tuple[str, ...], port: int) -> ServerInformation:
+        ips = tuple(ipaddress.ip_address(a) for a in addresses)
+        if self.core.options.sctp:
+            return ServerInformation(server_id, SctpTransport(port=port, addresses=ips))
+        return ServerInformation(server_id, TcpTransport(port=port, addresses=ips[:1]))
+
+    def _heartbeat(self) -> list[Action]:
+        actions: list[Action] = []
+        if self.options.multicast:
+            actions.append(Announce(self._presence()))
+        for peer in self.table.peers.values():
+            actions += self._send(peer, self._presence(receiver=peer.server_id))
+        for index, static in enumerate(self.table.static):
+            if static.server_id in self.table:
+                continue  # known by its id now: reached as a peer
+            if static.assoc is not None:
+                actions.append(Send(static.assoc, self._presence(reply=True)))
+            elif not static.connecting:
+                static.connecting = True
+                actions.append(Connect(("enrp-static", index), static.addresses, static.port))
+        cycle = self.options.heartbeat_cycle * self.core.rng.uniform(0.875, 1.125)
+        return actions + [StartTimer(("enrp", "presence"), cycle)]
+
+    def _on_presence(self, assoc: AssocId | None, msg: Presence, now: float, source: str = "") -> list[Action]:
+        sender = msg.sender_id
+        addresses, port = self._endpoint_of(msg.server_info, assoc, source)
+        peer, new = self.table.add(sender, addresses, port)
+        if assoc is not None:
+            self.table.attach(assoc, sender)
+        peer.heard_at = now
+        actions: list[Action] = [StartTimer(("enrp", "last-heard", sender), self.options.max_time_last_heard),
+                                 CancelTimer(("enrp", "no-response", sender))]  # fmt: skip
+        actions += self._target_alive(sender)
+        if new:
+            actions.append(Emit("peer-discovered", {"server_id": str(peer), "addresses": list(peer.addresses),
+                                                    "port": peer.port, "via": "multicast" if assoc is None else "unicast"}))  # fmt: skip
+            actions += self._send(peer, self._presence(reply=True, receiver=sender))
+            actions += self._send(peer, ListRequest(sender_id=self.me, receiver_id=sender))
+            if self.starting and self.mentor is None:
+                actions += self._choose_mentor(peer)
+        elif msg.has_flag("reply_required") and assoc is not None:
+            actions.append(Send(assoc, self._presence(receiver=sender)))
+        if assoc is not None and not self.starting:
+            actions += self._audit(peer, msg.checksum)
+        return actions
+
+    def _endpoint_of(self, info: ServerInformation | None, assoc: AssocId | None, source: str) -> tuple[tuple[str, ...], int]:
+        """Where a peer's ENRP endpoint is: its Server Information, else where it spoke from."""
+        addresses: tuple[str, ...] = ()
+        port = self.options.port
+        if info is not None:  # port 0: a peer that only asks (a tool like hsdump), never spoken to first
+            addresses = tuple(str(a) for a in info.transport.addresses)
+            port = info.transport.port
+        if not addresses and assoc is not None and assoc in self.core.assocs:
+            addresses = self.core.assocs[assoc].peer_addresses
+        if not addresses and source:
+            addresses = (source,)
+        return addresses, port
+
+    def _target_alive(self, server_id: int) -> list[Action]:
+        """A presence from a peer stops every takeover of it (RFC 5353 section 3.5.1)."""
+        self.takers.pop(server_id, None)
+        if self.takeovers.pop(server_id, None) is None:
+            return []
+        return [CancelTimer(("enrp", "takeover-expiry", server_id)),
+                Emit("takeover-cancelled", {"target": f"0x{server_id:08x}", "reason": "the target is alive"})]  # fmt: skip
+
+    def _last_heard(self, server_id: int) -> list[Action]:
+        peer = self.table.get(server_id)
+        if peer is None:
+            return []
+        return [*self._send(peer, self._presence(reply=True, receiver=server_id)),
+                StartTimer(("enrp", "no-response", server_id), self.options.max_time_no_response)]  # fmt: skip
+
+    def _no_response(self, server_id: int) -> list[Action]:
+        peer = self.table.get(server_id)
+        if peer is None:
+            return []
+        owned = len(self.hs.homed_at(server_id))
+        if owned and server_id not in self.takers and server_id not in self.takeovers:
+            return self._start_takeover(peer, owned)
+        self.table.remove(server_id)
+        reason = "another registrar takes its PEs over" if server_id in self.takers else "it owns no PEs"
+        return [Emit("peer-removed", {"server_id": str(peer), "reason": f"no response; {reason}"})]
+
+    # --- synchronisation -----------------------------------------------------------------
+
+    def _choose_mentor(self, peer: Peer) -> list[Action]:
+        self.mentor = peer.server_id
+        peer.request_own_only = False
+        return [Emit("mentor-chosen", {"server_id": str(peer)}),
+                *self._send(peer, HandleTableRequest(sender_id=self.me, receiver_id=peer.server_id))]  # fmt: skip
+
+    def _synchronised(self, how: str) -> list[Action]:
+        self.starting = False
+        actions: list[Action] = [CancelTimer(("enrp", "mentor-discovery")),
+                                 Emit("synchronised", {"how": how, "pool_elements": len(self.hs), "peers": len(self.table)})]  # fmt: skip
+        return actions + self.core.start_serving()
+
+    def _audit(self, peer: Peer, checksum: int) -> list[Action]:
+        if peer.request_own_only is not None or checksum == self.hs.checksum(peer.server_id):
+            return []
+        peer.audit = {(n.pool_handle, n.identifier) for n in self.hs.homed_at(peer.server_id)}
+        peer.request_own_only = True
+        return [Emit("checksum-mismatch", {"server_id": str(peer), "theirs": f"0x{checksum:04x}",
+                                           "ours": f"0x{self.hs.checksum(peer.server_id):04x}", "marked": len(peer.audit)}),
+                *self._send(peer, HandleTableRequest(sender_id=self.me, receiver_id=peer.server_id, flags=OWN_ONLY))]  # fmt: skip
+
+    def _on_table_request(self, assoc: AssocId, msg: HandleTableRequest, now: float) -> list[Action]:
+        sender = msg.sender_id
+        if sender not in self.table or self.starting:
+            why = "starting up" if self.starting else "unknown peer"
+            return [Send(assoc, HandleTableResponse(sender_id=self.me, receiver_id=sender, flags=REJECT)),
+                    Emit("handle-table-rejected", {"server_id": f"0x{sender:08x}", "reason": why})]  # fmt: skip
+        own_only = msg.has_flag("own_children_only")
+        cursor = self.cursors.get((sender, own_only))
+        if cursor is None:
+            nodes = self.hs.homed_at(self.me) if own_only else (n for p in self.hs.pools() for n in p.elements())
+            cursor = self.cursors[(sender, own_only)] = deque((n.pool_handle, n.identifier) for n in nodes)
+        entries = self._next_part(cursor)
+        more = bool(cursor)
+        if not more:
+            del self.cursors[(sender, own_only)]
+        response = HandleTableResponse(sender_id=self.me, receiver_id=sender, flags=MORE if more else 0, entries=entries)
+        return [Send(assoc, response)]
+
+    def _next_part(self, cursor: deque[tuple[bytes, int]]) -> tuple[PoolEntry, ...]:
+        """Up to max-elements-per-ht PEs (and HT_BUDGET bytes) from the cursor, grouped by pool;
+        PEs gone since the request started are skipped."""
+        groups: list[tuple[bytes, list[PoolElement]]] = []
+        count = size = 0
+        while cursor and count < self.options.max_elements_per_ht and size < HT_BUDGET:
+            handle, pe_id = cursor.popleft()
+            node = self.hs.find(handle, pe_id)
+            if node is None:
+                continue
+            if not groups or groups[-1][0] != handle:
+                groups.append((handle, []))
+                size += 8 + len(handle)
+            groups[-1][1].append(node.pe)
+            count += 1
+            size += _pe_size(node.pe)
+        return tuple(PoolEntry(h, tuple(pes)) for h, pes in groups)
+
+    def _on_table_response(self, assoc: AssocId, msg: HandleTableResponse, now: float) -> list[Action]:
+        peer = self.table.get(msg.sender_id)
+        if peer is None or peer.request_own_only is None:
+            return [Emit("ignored", {"message": "HandleTableResponse", "reason": "not requested"})]
+        if msg.has_flag("reject"):
+            return self._table_rejected(peer)
+        learnt, actions = 0, []
+        for entry in msg.entries:
+            for pe in entry.pool_elements:
+                stored = self._learn(entry.pool_handle, pe, authoritative=False)
+                if stored is not None:
+                    learnt, actions = learnt + 1, actions + stored
+                if peer.audit is not None and pe.home_registrar == peer.server_id:
+                    peer.audit.discard((entry.pool_handle, pe.identifier))
+        actions.append(Emit("handle-table-received", {"server_id": str(peer), "pool_elements": learnt,
+                                                          "more": msg.has_flag("more_to_send")}))  # fmt: skip
+        if msg.has_flag("more_to_send"):
+            flags = OWN_ONLY if peer.request_own_only else 0
+            return actions + self._send(peer, HandleTableRequest(sender_id=self.me, receiver_id=peer.server_id, flags=flags))
+        peer.request_own_only = None
+        actions += self._purge_audited(peer)
+        if self.starting and self.mentor == peer.server_id:
+            actions += self._synchronised(f"from mentor {peer}")
+        return actions
+
+    def _table_rejected(self, peer: Peer) -> list[Action]:
+        peer.request_own_only, peer.audit = None, None
+        if self.mentor == peer.server_id:
+            self.mentor = None  # the next peer heard becomes the mentor
+        return [Emit("handle-table-refused", {"server_id": str(peer)})]
+
+    def _purge_audited(self, peer: Peer) -> list[Action]:
+        marked, peer.audit = peer.audit, None
+        actions: list[Action] = []
+        for handle, pe_id in sorted(marked or ()):
+            node = self.hs.find(handle, pe_id)
+            if node is not None and node.home_registrar == peer.server_id:
+                actions += self.core.remove_pe(handle, pe_id, f"not in {peer}'s handle table")
+        return actions
+
+    def _learn(self, handle: bytes, pe: PoolElement, authoritative: bool) -> list[Action] | None:
+        """Add or update a PE homed elsewhere; its actions, or None if it was not stored.  A PE
+        this registrar owns is changed only by its new home's own HANDLE_UPDATE
+        (`authoritative`): a handle table may be older than the registration here."""
+        if pe.home_registrar == self.me:
+            return None
+        node = self.hs.find(handle, pe.identifier)
+        was_ours = node is not None and node.home_registrar == self.me
+        if was_ours and not authoritative:
+            return None
+        try:
+            self.hs.register(handle, pe, owner=None)
+        except HandlespaceError:
+            return None
+        actions = self.core.stop_supervising(handle, pe.identifier) if was_ours else []
+        return actions + [StartTimer(("enrp", "expiry", handle, pe.identifier), pe.registration_life / 1000)]
+
+    def _expire(self, handle: bytes, pe_id: int) -> list[Action]:
+        node = self.hs.find(handle, pe_id)
+        if node is None or node.home_registrar == self.me:
+            return []
+        return self.core.remove_pe(handle, pe_id, "registration life expired")
+
+    # --- updates and lists ---------------------------------------------------------------
+
+    def _on_update(self, assoc: AssocId, msg: HandleUpdate, now: float) -> list[Action]:
+        handle, pe, sender = msg.pool_handle, msg.pool_element, msg.sender_id
+        fields = {"handle": _text(handle), "pe_id": f"0x{pe.identifier:08x}", "sender": f"0x{sender:08x}"}
+        if msg.update_action == UpdateAction.DEL_PE:
+            node = self.hs.find(handle, pe.identifier)
+            if node is None:
+                return []
+            if node.home_registrar != sender:
+                return [Emit("handle-update-refused", fields | {"reason": "DEL_PE of a PE not homed at the sender"})]
+            return self.core.remove_pe(handle, pe.identifier, f"deleted by {fields['sender']}")
+        if pe.home_registrar != sender:
+            return [Emit("handle-update-refused", fields | {"reason": "ADD_PE names another home registrar"})]
+        stored = self._learn(handle, pe, authoritative=True)
+        if stored is None:
+            return [Emit("handle-update-refused", fields | {"reason": "not compatible with the pool"})]
+        actions: list[Action] = [*stored, Emit("pe-updated-by-peer", fields)]
+        if msg.has_flag("takeover_suggested") and self.options.takeover_suggestion:
+            node = self.hs.find(handle, pe.identifier)
+            actions += [Emit("takeover-suggested", fields), *self.core.take_over([node] if node else [])]
+        return actions
+
+    def _suggest_takeover(self, handle: bytes, pe: PoolElement) -> list[Action]:
+        best = max(self.table.peers.values(), key=lambda p: p.server_id ^ pe.identifier, default=None)
+        if best is None or best.server_id ^ pe.identifier <= self.me ^ pe.identifier:
+            return []
+        return self._send(best, HandleUpdate(sender_id=self.me, receiver_id=best.server_id, flags=TAKEOVER_SUGGESTED,
+                                             update_action=UpdateAction.ADD_PE, pool_handle=handle, pool_element=pe))  # fmt: skip
+
+    def _on_list_request(self, assoc: AssocId, msg: ListRequest, now: float) -> list[Action]:
+        if msg.sender_id not in self.table:
+            return [Send(assoc, ListResponse(sender_id=self.me, receiver_id=msg.sender_id, flags=REJECT))]
+        servers = tuple(self._info(p.server_id, p.addresses, p.port) for p in self.table.peers.values()
+                        if p.server_id != msg.sender_id and p.addresses and p.port)  # fmt: skip
+        return [Send(assoc, ListResponse(sender_id=self.me, receiver_id=msg.sender_id, servers=servers[:256]))]
+
+    def _on_list_response(self, assoc: AssocId, msg: ListResponse, now: float) -> list[Action]:
+        if msg.has_flag("reject"):
+            return [Emit("list-refused", {"server_id": f"0x{msg.sender_id:08x}"})]
+        actions: list[Action] = []
+        for info in msg.servers:
+            if info.server_id in (0, self.me) or info.server_id in self.table:
+                continue
+            addresses = tuple(str(a) for a in info.transport.addresses)
+            if not addresses or not info.transport.port:
+                continue
+            peer, _ = self.table.add(info.server_id, addresses, info.transport.port)
+            actions.append(Emit("peer-listed", {"server_id": str(peer), "by": f"0x{msg.sender_id:08x}"}))
+            actions += self._send(peer, self._presence(reply=True, receiver=peer.server_id))
+            # Not heard yet: if it never answers, it is dropped like a peer gone silent.
+            actions.append(StartTimer(("enrp", "last-heard", peer.server_id), self.options.max_time_last_heard))
+        return actions
+
+    # --- takeover ------------------------------------------------------------------------
+
+    def _start_takeover(self, target: Peer, owned: int) -> list[Action]:
+        # "Every known peer but the target" (RFC 5353 section 3.5.1): the ones heard, since a
+        # peer only listed by others may never answer, and would block the takeover.
+        waiting = {p.server_id for p in self.table.peers.values()
+                   if p.heard_at is not None and p.server_id not in (0, self.me, target.server_id)}  # fmt: skip
+        self.takeovers[target.server_id] = waiting
+        actions: list[Action] = [Emit("takeover-started", {"target": str(target), "pool_elements": owned,
+                                                           "waiting_for": [f"0x{p:08x}" for p in sorted(waiting)]})]  # fmt: skip
+        message = InitTakeover(sender_id=self.me, target_id=target.server_id)
+        for peer in self.table.peers.values():
+            actions += self._send(peer, replace(message, receiver_id=peer.server_id))
+        if not waiting:
+            return actions + self._complete_takeover(target.server_id)
+        return actions + [StartTimer(("enrp", "takeover-expiry", target.server_id), self.options.takeover_expiry)]
+
+    def _wins(self, other: int) -> bool:
+        """Whether `other`'s takeover beats ours (see the module docstring)."""
+        return other > self.me if self.options.arbitration == "highest" else other < self.me
+
+    def _on_init_takeover(self, assoc: AssocId, msg: InitTakeover, now: float) -> list[Action]:
+        target, sender = msg.target_id, msg.sender_id
+        fields = {"target": f"0x{target:08x}", "by": f"0x{sender:08x}"}
+        if target == self.me:  # we are alive: say so to everybody, which stops the takeover
+            actions: list[Action] = [Emit("takeover-of-us", fields), Announce(self._presence())] if self.options.multicast else [Emit("takeover-of-us", fields)]
+            for peer in self.table.peers.values():
+                actions += self._send(peer, self._presence(receiver=peer.server_id))
+            return actions
+        actions = []
+        if target in self.takeovers:
+            if not self._wins(sender):
+                return [Emit("takeover-conflict", fields | {"winner": f"0x{self.me:08x}"})]
+            del self.takeovers[target]
+            actions += [CancelTimer(("enrp", "takeover-expiry", target)),
+                        Emit("takeover-conflict", fields | {"winner": f"0x{sender:08x}"})]  # fmt: skip
+        self.takers[target] = sender
+        peer = self.table.get(sender)
+        ack = InitTakeoverAck(sender_id=self.me, receiver_id=sender, target_id=target)
+        return actions + (self._send(peer, ack) if peer else [Send(assoc, ack)]) + [Emit("takeover-acked", fields)]
+
+    def _on_init_takeover_ack(self, assoc: AssocId, msg: InitTakeoverAck, now: float) -> list[Action]:
+        waiting = self.takeovers.get(msg.target_id)
+        if waiting is None:
+            return []
+        waiting.discard(msg.sender_id)
+        return self._complete_takeover(msg.target_id) if not waiting else []
+
+    def _complete_takeover(self, target: int) -> list[Action]:
+        self.takeovers.pop(target, None)
+        self.table.remove(target)
+        actions: list[Action] = [CancelTimer(("enrp", "takeover-expiry", target)),
+                                 CancelTimer(("enrp", "last-heard", target)), CancelTimer(("enrp", "no-response", target))]  # fmt: skip
+        message = TakeoverServer(sender_id=self.me, target_id=target)
+        for peer in self.table.peers.values():
+            actions += self._send(peer, replace(message, receiver_id=peer.server_id))
+        nodes = sorted(self.hs.homed_at(target), key=lambda n: (n.pool_handle, n.identifier))
+        actions.append(Emit("takeover-completed", {"target": f"0x{target:08x}", "pool_elements": len(nodes)}))
+        return actions + self.core.take_over(nodes)
+
+    def _takeover_expired(self, target: int) -> list[Action]:
+        if self.takeovers.pop(target, None) is None:
+            return []
+        self.table.remove(target)
+        return [Emit("takeover-expired", {"target": f"0x{target:08x}"})]
+
+    def _on_takeover_server(self, assoc: AssocId, msg: TakeoverServer, now: float) -> list[Action]:
+        target, taker = msg.target_id, msg.sender_id
+        if target == self.me:
+            return [Emit("taken-over", {"by": f"0x{taker:08x}"})]
+        self.takers.pop(target, None)
+        actions = self._target_alive(target)[:1]  # our own attempt, if any, has lost
+        self.takeovers.pop(target, None)
+        self.table.remove(target)
+        moved = 0
+        for node in list(self.hs.homed_at(target)):
+            stored = self._learn(node.pool_handle, replace(node.pe, home_registrar=taker), authoritative=True)
+            if stored is not None:
+                moved, actions = moved + 1, actions + stored
+        return actions + [CancelTimer(("enrp", "last-heard", target)), CancelTimer(("enrp", "no-response", target)),
+                          Emit("takeover-observed", {"target": f"0x{target:08x}", "by": f"0x{taker:08x}", "pool_elements": moved})]  # fmt: skip
+
+    # --- plumbing ------------------------------------------------------------------------
+
+    def _refusal(self, assoc: AssocId, msg: EnrpMessage) -> str:
+        """Why a message is not taken, or "" (own ones, forged or unknown senders)."""
+        if msg.sender_id in (0, self.me):
+            return "sender id 0 or our own"
+        if msg.receiver_id not in (0, self.me):
+            return f"for registrar 0x{msg.receiver_id:08x}"
+        if not self.table.check_sender(assoc, msg.sender_id):
+            return "the association belongs to another registrar"
+        if not isinstance(msg, Presence | HandleTableRequest | ListRequest) and msg.sender_id not in self.table:
+            return "unknown peer (no PRESENCE heard)"
+        return ""
+
+    def _send(self, peer: Peer, message: EnrpMessage) -> list[Action]:
+        if peer.assoc is not None:
+            return [Send(peer.assoc, message)]
+        if not peer.addresses or not peer.port:
+            return []  # no endpoint known (a tool like hsdump): it is heard, not spoken to
+        peer.pending.append(message)
+        if peer.connecting:
+            return []
+        peer.connecting = True
+        return [Connect(("enrp-peer", peer.server_id), peer.addresses, peer.port)]
+
+    def _decode_error(self, assoc: AssocId, data: bytes, exc: DecodeError) -> list[Action]:
+        fields = {"assoc": assoc, "bytes": len(data), **exc.to_dict()}
+        silent = isinstance(exc, UnrecognizedParameterError) and not exc.report
+        if silent or data[:1] == bytes([EnrpError.TYPE]):
+            return [Emit("malformed-message", fields | {"answered": False})]
+        sender = self.table.bound.get(assoc, 0)
+        error = EnrpError(sender_id=self.me, receiver_id=sender, error=(ErrorCause(exc.cause, data[:1024]),))
+        return [Send(assoc, error), Emit("malformed-message", fields | {"answered": True, "cause": exc.cause.name})]
+
+    def gauges(self) -> dict[str, float]:
+        return {"peers": len(self.table), "synchronised": float(not self.starting), "takeovers": len(self.takeovers)}
+
+
+def _pe_size(pe: PoolElement) -> int:
+    """An upper estimate of a PE parameter's encoded size, to fill a response without encoding it."""
+    transports = [pe.user_transport, pe.registrator_transport]
+    return 64 + sum(20 * len(t.addresses) for t in transports if t is not None)
+
+
+def _text(handle: bytes) -> str:
+    return handle.decode("utf-8", "backslashreplace")
+
+
+_HANDLERS: dict[type[EnrpMessage], Any] = {
+    Presence: lambda self, assoc, msg, now: self._on_presence(assoc, msg, now),
+    HandleTableRequest: Enrp._on_table_request,
+    HandleTableResponse: Enrp._on_table_response,
+    HandleUpdate: Enrp._on_update,
+    ListRequest: Enrp._on_list_request,
+    ListResponse: Enrp._on_list_response,
+    InitTakeover: Enrp._on_init_takeover,
+    InitTakeoverAck: Enrp._on_init_takeover_ack,
+    TakeoverServer: Enrp._on_takeover_server,
+}
