@@ -16,6 +16,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
@@ -159,6 +160,23 @@ class Testbed:
         result = self.exec(host, argv, timeout)
         return {"returncode": result.returncode, "stdout": result.stdout[-4000:], "stderr": result.stderr[-2000:]}
 
+    def hsdump(self, registrar: str, as_json: bool = False, timeout: float = 10.0) -> str:
+        """The registrar's handlespace as it says over ENRP (`python -m nodes.registrar.hsdump`,
+        run in the registrar's own host), as text or one JSON document."""
+        assert self.plan is not None
+        proc = self.plan.processes().get(registrar)
+        if proc is None or proc.kind != "registrar":
+            names = [n for n, p in self.plan.processes().items() if p.kind == "registrar"]
+            raise inject.InjectError(f"no registrar {registrar!r} (registrars: {', '.join(names) or 'none'})")
+        options = proc.spec.options
+        addresses = ",".join(str(i.address.ip) for i in self.plan.hosts[proc.host].interfaces)
+        argv = [sys.executable, "-m", "nodes.registrar.hsdump", f"{addresses}:{options.get('enrp-port', 9901)}",
+                "--backend", str(options.get("backend", "auto")), "--timeout", str(timeout)]  # fmt: skip
+        result = self.exec(proc.host, argv + (["--json"] if as_json else []), timeout=timeout + 10)
+        if result.returncode != 0:
+            raise inject.InjectError(f"hsdump of {registrar}: {(result.stderr or result.stdout).strip()[-500:]}")
+        return result.stdout
+
     def _host(self, name: str) -> str:
         assert self.plan is not None
         if name not in self.plan.hosts:
@@ -227,4 +245,4 @@ class Testbed:
 
 #: What a remote client may call (the control socket refuses anything else).
 REMOTE_METHODS = ("status", "run_command", "kill", "stop", "cont", "restart", "start", "link_down", "link_up", "partition",
-                  "heal", "stress", "loss_burst", "capture_start", "capture_stop")  # fmt: skip
+                  "heal", "stress", "loss_burst", "capture_start", "capture_stop", "hsdump")  # fmt: skip

@@ -114,6 +114,16 @@ def doctor(as_json: bool = typer.Option(False, "--json", help="One JSON document
 
 
 @app.command()
+def hsdump(
+    registrar: str = typer.Argument(..., help="Registrar process name (see `testbed status`)."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON document."),
+    run: str = cli_run.RunOpt,
+) -> None:
+    """A running registrar's handlespace, asked over ENRP as a peer would (like RSPLIB's hsdump)."""
+    console.print(cli_run.call(run, "hsdump", registrar, as_json), markup=False, highlight=False, end="")
+
+
+@app.command()
 def clean(run: str = typer.Option(None, "--run", help="Only this run id (default: every dead run).")) -> None:
     """Remove what crashed runs left behind: their processes, namespaces, OVS bridges and links.
     Live runs are not touched."""

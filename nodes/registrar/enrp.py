@@ -42,11 +42,12 @@ from __future__ import annotations
 import ipaddress
 from collections import deque
 from collections.abc import Hashable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from nodes.registrar.handlespace import HandlespaceError
 from nodes.registrar.peers import Peer, PeerTable
+from nodes.registrar.takeover import Takeover
 from nodes.sansio import Action, Announce, AssocId, CancelTimer, Close, Connect, Emit, Send, StartTimer
 from nodes.wire import (
     DecodeError,
@@ -78,7 +79,6 @@ if TYPE_CHECKING:
 
 HT_BUDGET = 60_000  #: bytes of PEs per HANDLE_TABLE_RESPONSE (the length field allows 65535)
 REPLY, OWN_ONLY, REJECT, MORE = 0x01, 0x01, 0x01, 0x02  # R, W, R and M flags
-TAKEOVER_SUGGESTED = 0x01
 
 
 @dataclass(frozen=True)
@@ -113,7 +113,7 @@ class EnrpOptions:
         return self.multicast or bool(self.peers)
 
 
-class Enrp:
+class Enrp(Takeover):
     """See the module docstring.  `core` is the registrar whose handlespace this shares."""
 
     def __init__(self, core: RegistrarCore) -> None:
@@ -169,7 +169,15 @@ class Enrp:
         return []
 
     def association_down(self, assoc: AssocId) -> None:
-        self.table.detach(assoc)
+        """What was in flight on it is lost: a handle table being fetched or sent starts over."""
+        bound = self.table.bound.get(assoc)
+        for peer in self.table.detach(assoc):
+            peer.request_own_only, peer.audit = None, None
+            if self.starting and self.mentor == peer.server_id:
+                self.mentor = None
+        if bound is not None:
+            for key in [k for k in self.cursors if k[0] == bound]:
+                del self.cursors[key]
 
     def receive(self, assoc: AssocId, data: bytes, now: float) -> list[Action]:
         try:
@@ -470,13 +478,6 @@ class Enrp:
             actions += [Emit("takeover-suggested", fields), *self.core.take_over([node] if node else [])]
         return actions
 
-    def _suggest_takeover(self, handle: bytes, pe: PoolElement) -> list[Action]:
-        best = max(self.table.peers.values(), key=lambda p: p.server_id ^ pe.identifier, default=None)
-        if best is None or best.server_id ^ pe.identifier <= self.me ^ pe.identifier:
-            return []
-        return self._send(best, HandleUpdate(sender_id=self.me, receiver_id=best.server_id, flags=TAKEOVER_SUGGESTED,
-                                             update_action=UpdateAction.ADD_PE, pool_handle=handle, pool_element=pe))  # fmt: skip
-
     def _on_list_request(self, assoc: AssocId, msg: ListRequest, now: float) -> list[Action]:
         if msg.sender_id not in self.table:
             return [Send(assoc, ListResponse(sender_id=self.me, receiver_id=msg.sender_id, flags=REJECT))]
@@ -500,88 +501,6 @@ class Enrp:
             # Not heard yet: if it never answers, it is dropped like a peer gone silent.
             actions.append(StartTimer(("enrp", "last-heard", peer.server_id), self.options.max_time_last_heard))
         return actions
-
-    # --- takeover ------------------------------------------------------------------------
-
-    def _start_takeover(self, target: Peer, owned: int) -> list[Action]:
-        # "Every known peer but the target" (RFC 5353 section 3.5.1): the ones heard, since a
-        # peer only listed by others may never answer, and would block the takeover.
-        waiting = {p.server_id for p in self.table.peers.values()
-                   if p.heard_at is not None and p.server_id not in (0, self.me, target.server_id)}  # fmt: skip
-        self.takeovers[target.server_id] = waiting
-        actions: list[Action] = [Emit("takeover-started", {"target": str(target), "pool_elements": owned,
-                                                           "waiting_for": [f"0x{p:08x}" for p in sorted(waiting)]})]  # fmt: skip
-        message = InitTakeover(sender_id=self.me, target_id=target.server_id)
-        for peer in self.table.peers.values():
-            actions += self._send(peer, replace(message, receiver_id=peer.server_id))
-        if not waiting:
-            return actions + self._complete_takeover(target.server_id)
-        return actions + [StartTimer(("enrp", "takeover-expiry", target.server_id), self.options.takeover_expiry)]
-
-    def _wins(self, other: int) -> bool:
-        """Whether `other`'s takeover beats ours (see the module docstring)."""
-        return other > self.me if self.options.arbitration == "highest" else other < self.me
-
-    def _on_init_takeover(self, assoc: AssocId, msg: InitTakeover, now: float) -> list[Action]:
-        target, sender = msg.target_id, msg.sender_id
-        fields = {"target": f"0x{target:08x}", "by": f"0x{sender:08x}"}
-        if target == self.me:  # we are alive: say so to everybody, which stops the takeover
-            actions: list[Action] = [Emit("takeover-of-us", fields), Announce(self._presence())] if self.options.multicast else [Emit("takeover-of-us", fields)]
-            for peer in self.table.peers.values():
-                actions += self._send(peer, self._presence(receiver=peer.server_id))
-            return actions
-        actions = []
-        if target in self.takeovers:
-            if not self._wins(sender):
-                return [Emit("takeover-conflict", fields | {"winner": f"0x{self.me:08x}"})]
-            del self.takeovers[target]
-            actions += [CancelTimer(("enrp", "takeover-expiry", target)),
-                        Emit("takeover-conflict", fields | {"winner": f"0x{sender:08x}"})]  # fmt: skip
-        self.takers[target] = sender
-        peer = self.table.get(sender)
-        ack = InitTakeoverAck(sender_id=self.me, receiver_id=sender, target_id=target)
-        return actions + (self._send(peer, ack) if peer else [Send(assoc, ack)]) + [Emit("takeover-acked", fields)]
-
-    def _on_init_takeover_ack(self, assoc: AssocId, msg: InitTakeoverAck, now: float) -> list[Action]:
-        waiting = self.takeovers.get(msg.target_id)
-        if waiting is None:
-            return []
-        waiting.discard(msg.sender_id)
-        return self._complete_takeover(msg.target_id) if not waiting else []
-
-    def _complete_takeover(self, target: int) -> list[Action]:
-        self.takeovers.pop(target, None)
-        self.table.remove(target)
-        actions: list[Action] = [CancelTimer(("enrp", "takeover-expiry", target)),
-                                 CancelTimer(("enrp", "last-heard", target)), CancelTimer(("enrp", "no-response", target))]  # fmt: skip
-        message = TakeoverServer(sender_id=self.me, target_id=target)
-        for peer in self.table.peers.values():
-            actions += self._send(peer, replace(message, receiver_id=peer.server_id))
-        nodes = sorted(self.hs.homed_at(target), key=lambda n: (n.pool_handle, n.identifier))
-        actions.append(Emit("takeover-completed", {"target": f"0x{target:08x}", "pool_elements": len(nodes)}))
-        return actions + self.core.take_over(nodes)
-
-    def _takeover_expired(self, target: int) -> list[Action]:
-        if self.takeovers.pop(target, None) is None:
-            return []
-        self.table.remove(target)
-        return [Emit("takeover-expired", {"target": f"0x{target:08x}"})]
-
-    def _on_takeover_server(self, assoc: AssocId, msg: TakeoverServer, now: float) -> list[Action]:
-        target, taker = msg.target_id, msg.sender_id
-        if target == self.me:
-            return [Emit("taken-over", {"by": f"0x{taker:08x}"})]
-        self.takers.pop(target, None)
-        actions = self._target_alive(target)[:1]  # our own attempt, if any, has lost
-        self.takeovers.pop(target, None)
-        self.table.remove(target)
-        moved = 0
-        for node in list(self.hs.homed_at(target)):
-            stored = self._learn(node.pool_handle, replace(node.pe, home_registrar=taker), authoritative=True)
-            if stored is not None:
-                moved, actions = moved + 1, actions + stored
-        return actions + [CancelTimer(("enrp", "last-heard", target)), CancelTimer(("enrp", "no-response", target)),
-                          Emit("takeover-observed", {"target": f"0x{target:08x}", "by": f"0x{taker:08x}", "pool_elements": moved})]  # fmt: skip
 
     # --- plumbing ------------------------------------------------------------------------
 

@@ -366,6 +366,8 @@ def test_a_dead_registrars_pes_are_taken_over_by_exactly_one_survivor(arbitratio
     assert budget - cycle <= t_done - killed_at <= budget + 0.05
 
     taken = [1000 + i for i in (0, 3, 6)]
+    loser = ({"r2", "r3"} - {winner}).pop()
+    assert net.nodes[loser].emitted("takeover-observed", by=f"0x{sid(winner):08x}", pool_elements=3)
     keepalives = [m for _, m in net.sends(winner, EndpointKeepAlive) if m.has_flag("home")]
     assert sorted(m.pe_id for m in keepalives) == taken
     for pe_id in taken:
@@ -400,7 +402,71 @@ def test_with_two_registrars_the_survivor_takes_over_at_once() -> None:
     assert all(net.nodes[f"pe{i}"].emitted("home-changed") for i in (0, 2))
 
 
+def test_pes_taken_over_while_their_re_registration_is_unanswered_stay_with_the_winner() -> None:
+    """r1 dies just after its PEs sent a re-registration it will never answer.  The takeover
+    (H = 1 keep-alive) comes before their registration timeout: the new home makes that
+    timeout moot, so the PEs neither call the new home silent nor abort its association, and
+    they stay homed at the winner (before the fix in nodes/pe/core.py they did both and the
+    winner dropped them: "association lost")."""
+    net = scope(3)
+    for i in range(6):
+        add_pe(net, i, [f"r{i % 3 + 1}"], reregistration=5.0, registration_timeout=4.0)
+    net.run_for(1.0)
+    seq = net.timers[("pe0", ("reregister",))]
+    [due] = [t for t, s, _ in net.queue if s == seq]
+    net.run(due + 0.0005)  # the re-registrations of pe0 and pe3 are on the wire ...
+    net.kill("r1")  # ... and r1 will never answer them
+    net.run_for(10.0)
+    for i in (0, 3):
+        pe = net.nodes[f"pe{i}"]
+        assert pe.emitted("home-changed", server_id="0x00000300")
+        assert not pe.emitted("registrar-silent") and pe.core.phase == "registered", pe.events
+    assert {(h, i) for h, i, home in assert_identical(net, ["r2", "r3"]) if home == 0x300} >= {(HANDLE, 1000), (HANDLE, 1003)}
+    assert not net.nodes["r3"].emitted("pe-removed")
+
+
 # ================================================================== 5. a target that is alive
+
+
+def test_a_peer_that_answers_the_reply_required_presence_is_not_declared_dead() -> None:
+    """With presences further apart than max-time-last-heard, every peer gets a PRESENCE with
+    R = 1 each cycle; its prompt answer must stop the max-time-no-response timer, so no live
+    peer is ever removed or taken over."""
+    enrp = EnrpOptions(**{**FAST.__dict__, "heartbeat_cycle": 3.0, "max_time_last_heard": 2.0, "max_time_no_response": 2.0})
+    net = scope(3, enrp)
+    for i in range(3):
+        add_pe(net, i, [f"r{i + 1}"])
+    net.run_for(20.0)
+    asked = [m for _, m in net.sends("r1", Presence) if m.has_flag("reply_required")]
+    assert len(asked) >= 10  # the last-heard timer did fire, again and again
+    for name in registrars(net):
+        node = net.nodes[name]
+        assert not node.emitted("takeover-started") and not node.emitted("peer-removed"), node.events
+        assert len(core(net, name).enrp.table) == 2
+
+
+def test_a_registrar_that_acked_anothers_takeover_does_not_start_its_own() -> None:
+    """Reference §8.5 step 2 / §8.2: once it ACKed B's takeover of A, this registrar's own
+    no-response timer for A only drops A from its peer list."""
+    registrar = synced_core()
+    acked = feed(registrar, InitTakeover(sender_id=B, receiver_id=ME, target_id=A))
+    [ack] = sent(acked, ASSOC[B])
+    assert isinstance(ack, InitTakeoverAck) and ack.target_id == A
+    actions = registrar.timer(("enrp", "no-response", A), NOW + 3)
+    assert not events(actions, "takeover-started") and not [m for m in sent(actions) if isinstance(m, InitTakeover)]
+    assert events(actions, "peer-removed")[0]["reason"] == "no response; another registrar takes its PEs over"
+    assert A not in registrar.enrp.table
+
+
+def test_takeover_server_rehomes_the_targets_pes_at_the_taker() -> None:
+    """Peers that receive TAKEOVER_SERVER change the home of X's PEs to the sender (reference
+    §8.5 step 3), drop X, and keep the PEs for their registration life."""
+    registrar = synced_core()
+    actions = feed(registrar, TakeoverServer(sender_id=B, receiver_id=ME, target_id=A))
+    assert events(actions, "takeover-observed") == [{"target": f"0x{A:08x}", "by": f"0x{B:08x}", "pool_elements": 1}]
+    assert holdings(registrar) == {(HANDLE, 1001, B), (HANDLE, 1002, B), (HANDLE, OWN, ME)}
+    assert started(actions)[("enrp", "expiry", HANDLE, 1001)] == PE_A.registration_life / 1000
+    assert A not in registrar.enrp.table
 
 
 def test_a_peer_silent_long_enough_is_asked_then_a_takeover_starts() -> None:
@@ -639,6 +705,25 @@ def test_a_pe_that_vanished_without_del_pe_is_purged_after_the_checksum_audit() 
     assert {i for _, i, _ in everything} == {1000, 1002, 1003, 1004, 1005}
 
 
+def test_a_handle_table_never_overwrites_a_pe_this_registrar_owns() -> None:
+    """A handle table may be older than a registration here: neither a PE listed as ours nor
+    one listed as the peer's but registered here since changes our own PE (it stays
+    supervised on its association)."""
+    registrar = synced_core()
+    mine = registrar.handlespace.find(HANDLE, OWN)
+    assert mine is not None and mine.owner == OWN_PE_ASSOC
+    feed(registrar, presence(A, 0x1234), now=NOW + 1)  # mismatch: a W = 1 request goes to A
+    stale = (make_pe(OWN, ME, "10.9.9.9"), make_pe(OWN, A, "10.9.9.8"))
+    for pe in stale:
+        feed(registrar, presence(A, 0x1234), now=NOW + 1)
+        response = HandleTableResponse(sender_id=A, receiver_id=ME, entries=(PoolEntry(HANDLE, (PE_A, pe)),))
+        feed(registrar, response, now=NOW + 1.1)
+        node = registrar.handlespace.find(HANDLE, OWN)
+        assert node is not None and node.home_registrar == ME and node.owner == OWN_PE_ASSOC
+        assert node.pe.user_transport.addresses == (ip_address(pe_address(3)),)
+    assert (HANDLE, 1001, A) in holdings(registrar)
+
+
 def test_a_matching_checksum_triggers_no_audit_and_a_multicast_presence_never_does() -> None:
     """Only a unicast PRESENCE is audited (reference §8.2), and only on a mismatch."""
     registrar = synced_core()
@@ -668,6 +753,36 @@ def test_an_audit_answer_spanning_several_responses_purges_only_after_the_last()
     actions = feed(registrar, last, now=NOW + 1.2)
     assert sorted(f["pe_id"] for f in events(actions, "pe-removed")) == [f"0x{i:08x}" for i in (1002, 2001)]
     assert {i for _, i, home in holdings(registrar) if home == B} == {2000, 2002}
+
+
+def test_an_audit_lost_with_its_association_is_retried_on_the_next_mismatch() -> None:
+    """A W = 1 request (or its answer) lost with its association must not block later audits
+    of that peer: the next mismatching PRESENCE on a new association asks again."""
+    registrar = synced_core()
+    [request] = sent(feed(registrar, presence(B, 0x1234), now=NOW + 1), ASSOC[B])
+    assert isinstance(request, HandleTableRequest) and request.has_flag("own_children_only")
+    registrar.association_down(ASSOC[B], NOW + 1.5)  # the request, or its answer, is lost with it
+    registrar.association_up(7, NOW + 2, peer_addresses=(ADDR[B],), peer_port=9901)
+    actions = feed(registrar, presence(B, 0x1234), assoc=7, now=NOW + 2)
+    assert [m for m in sent(actions, 7) if isinstance(m, HandleTableRequest)], actions
+
+
+def test_a_restarted_peer_asking_for_the_whole_table_gets_it_from_the_start() -> None:
+    """The continuation state of a multi-part handle table belongs to the requester's
+    association: a peer that restarted (same id, new association) mid-transfer gets the whole
+    table again, not the tail of the old transfer."""
+    registrar = synced_core(EnrpOptions(**{**FAST.__dict__, "max_elements_per_ht": 2}))
+    for i in range(3):
+        feed(registrar, add_pe_update(B, make_pe(2000 + i, B)))
+    whole = HandleTableRequest(sender_id=A, receiver_id=ME)
+    [part] = sent(feed(registrar, whole))
+    first_ids = [p.identifier for e in part.entries for p in e.pool_elements]
+    assert part.has_flag("more_to_send") and len(first_ids) == 2
+    registrar.association_down(ASSOC[A], NOW + 1)  # A restarts (same server id) before asking for the rest
+    registrar.association_up(7, NOW + 2, peer_addresses=(ADDR[A],), peer_port=9901)
+    feed(registrar, presence(A, reply=True), assoc=7, now=NOW + 2)
+    [again] = sent(feed(registrar, whole, assoc=7, now=NOW + 2))
+    assert [p.identifier for e in again.entries for p in e.pool_elements] == first_ids
 
 
 # ================================================================== 9. registration life
@@ -857,27 +972,6 @@ def test_malformed_enrp_bytes_are_answered_with_enrp_error_and_change_nothing() 
 # ================================================================== known bugs (strict xfail: they fail today)
 
 
-@pytest.mark.xfail(strict=True, reason="nodes/pe/core.py: an ENDPOINT_KEEP_ALIVE with H = 1 changes the home but leaves the "
-                   "registration-timeout of a re-registration sent to the old (dead) home running; when it fires, the PE "
-                   "declares its NEW home silent and aborts the takeover association (the new home then drops the PE)")  # fmt: skip
-def test_a_pe_taken_over_while_a_re_registration_is_pending_keeps_its_new_home() -> None:
-    options = PoolElementOptions(pool_handle=HANDLE, pe_id=1000, policy=RoundRobin(), user_addresses=("10.1.0.1",),
-                                 user_port=5000, registrars=(RegistrarAddress(("10.0.0.1",), 3863),),
-                                 reregistration_interval=5.0, registration_timeout=3.0)  # fmt: skip
-    pe = PoolElementCore(options)
-    pe.start(0.0)
-    pe.association_up(1, 0.0, key=pe.connecting, peer_addresses=("10.0.0.1",))
-    pe.receive(1, RegistrationResponse(pool_handle=HANDLE, pe_id=1000).encode(), ASAP, 0.1)
-    assert pe.phase == "registered"
-    assert started(pe.timer(("reregister",), 5.1)) == {("registration-timeout",): 3.0}  # the home died meanwhile
-    pe.association_up(2, 6.0, peer_addresses=("10.0.0.3",))  # the winner of the takeover connects ...
-    keepalive = EndpointKeepAlive(server_id=0x300, pool_handle=HANDLE, pe_id=1000, flags=HOME)
-    assert events(pe.receive(2, keepalive.encode(), ASAP, 6.0), "home-changed")  # ... and becomes the home
-    actions = pe.timer(("registration-timeout",), 8.1)  # the old re-registration's timer
-    assert not events(actions, "registrar-silent")
-    assert pe.phase == "registered" and pe.home == 2
-
-
 @pytest.mark.xfail(strict=True, reason="nodes/registrar/enrp.py Enrp.association_up: when our Connect to a peer completes "
                    "after the peer's own association was attached, the new one is closed and the messages queued for the "
                    "peer (PRESENCE R=1, LIST_REQUEST, the mentor's HANDLE_TABLE_REQUEST) are never sent; start-up then "
@@ -895,34 +989,3 @@ def test_messages_queued_for_a_peer_are_sent_even_if_the_peer_connected_to_us_fi
     out = sent(second + third)
     assert [m for m in out if isinstance(m, HandleTableRequest)], out
     assert [m for m in out if isinstance(m, ListRequest)], out
-
-
-@pytest.mark.xfail(strict=True, reason="nodes/registrar/enrp.py: Peer.request_own_only (a HANDLE_TABLE_REQUEST in flight) "
-                   "is never reset when the association it went on is lost, so no later checksum mismatch of that peer "
-                   "is ever audited again (stale PEs stay until their registration life ends)")  # fmt: skip
-def test_an_audit_lost_with_its_association_is_retried_on_the_next_mismatch() -> None:
-    registrar = synced_core()
-    [request] = sent(feed(registrar, presence(B, 0x1234), now=NOW + 1), ASSOC[B])
-    assert isinstance(request, HandleTableRequest) and request.has_flag("own_children_only")
-    registrar.association_down(ASSOC[B], NOW + 1.5)  # the request, or its answer, is lost with it
-    registrar.association_up(7, NOW + 2, peer_addresses=(ADDR[B],), peer_port=9901)
-    actions = feed(registrar, presence(B, 0x1234), assoc=7, now=NOW + 2)
-    assert [m for m in sent(actions, 7) if isinstance(m, HandleTableRequest)], actions
-
-
-@pytest.mark.xfail(strict=True, reason="nodes/registrar/enrp.py _on_table_request: the per-peer continuation cursor "
-                   "survives the requester's association; a restarted peer's first HANDLE_TABLE_REQUEST is answered "
-                   "from where the old transfer stopped, so its start-up table misses the first parts")  # fmt: skip
-def test_a_restarted_peer_asking_for_the_whole_table_gets_it_from_the_start() -> None:
-    registrar = synced_core(EnrpOptions(**{**FAST.__dict__, "max_elements_per_ht": 2}))
-    for i in range(3):
-        feed(registrar, add_pe_update(B, make_pe(2000 + i, B)))
-    whole = HandleTableRequest(sender_id=A, receiver_id=ME)
-    [part] = sent(feed(registrar, whole))
-    first_ids = [p.identifier for e in part.entries for p in e.pool_elements]
-    assert part.has_flag("more_to_send") and len(first_ids) == 2
-    registrar.association_down(ASSOC[A], NOW + 1)  # A restarts (same server id) before asking for the rest
-    registrar.association_up(7, NOW + 2, peer_addresses=(ADDR[A],), peer_port=9901)
-    feed(registrar, presence(A, reply=True), assoc=7, now=NOW + 2)
-    [again] = sent(feed(registrar, whole, assoc=7, now=NOW + 2))
-    assert [p.identifier for e in again.entries for p in e.pool_elements] == first_ids

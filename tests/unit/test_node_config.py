@@ -146,6 +146,24 @@ def test_registrar_options_follow_the_flags(tmp_path: Path) -> None:
     assert options.announce is True  # it has interfaces to announce on
 
 
+def test_registrar_peers_are_the_other_registrars_of_the_config(tmp_path: Path) -> None:
+    path = write_config(tmp_path, name="pr1", addresses=["10.0.1.1"], spec={"options": {"peer-heartbeat-cycle": 0.5}},
+                        registrars=[{"name": "pr1", "addresses": ["10.0.1.1"], "enrp_port": 9901},
+                                    {"name": "pr2", "addresses": ["10.0.1.2", "10.0.2.2"], "enrp_port": 9911}])  # fmt: skip
+    args, config = registrar_args(["--config", str(path)])
+    enrp = registrar_server.options_from(args, config).enrp
+    assert enrp.peers == ((("10.0.1.2", "10.0.2.2"), 9911),) and enrp.heartbeat_cycle == 0.5
+    assert enrp.multicast is False  # no interfaces in this config: unicast to the peers only
+    args, config = registrar_args(["--config", str(path), "--peer", "10.9.9.9"])
+    assert registrar_server.options_from(args, config).enrp.peers == ((("10.9.9.9",), 9901),)
+
+
+def test_bad_enrp_options_are_refused() -> None:
+    args, config = registrar_args(["--takeover-expiry", "0"])
+    with pytest.raises(ValueError, match="ENRP timers"):
+        registrar_server.options_from(args, config)
+
+
 # ------------------------------------------------------------------ parse_endpoint()
 
 

@@ -70,3 +70,21 @@ def test_last_event_summarises_the_latest_json_line(tmp_path):
                    '{"t": 2, "node": "pu1", "event": "reply", "seq": 7, "pe": "0x1", "ok": true, "x": [1]}\n'
                    'Traceback (most recent call last):\n')  # fmt: skip
     assert last_event(log) == "reply seq=7 pe=0x1 ok=True"
+
+
+def test_every_shipped_topology_loads_and_plans():
+    for path in sorted((ROOT / "topologies").glob("*.yaml")):
+        p = plan.build_plan(schema.load(path), "ab12")
+        assert p.hosts, path
+
+
+def test_registrars_of_one_domain_are_each_others_enrp_peers():
+    from testbed import processes
+
+    p = plan.build_plan(schema.load(ROOT / "topologies/registrar-pool.yaml"), "ab12")
+    procs = p.processes()
+    config = processes.context(p, procs["registrar2"])
+    listed = {r["name"]: (r["addresses"], r["enrp_port"]) for r in config["registrars"]}
+    assert set(listed) == {"registrar1", "registrar2", "registrar3", "registrar4"}
+    assert listed["registrar1"] == ([str(i.address.ip) for i in p.hosts["reg1"].interfaces], 9901)
+    assert procs["registrar4"].spec.start == "manual" and procs["registrar1"].spec.start == "auto"
