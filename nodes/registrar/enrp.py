@@ -143,12 +143,12 @@ class Enrp(Takeover):
         match key:
             case ("enrp-peer", int() as server_id):
                 peer = self.table.get(server_id)
-                if peer is None or peer.assoc is not None:
-                    return [Close(assoc)]  # no longer wanted, or the peer connected to us meanwhile
+                if peer is None:
+                    return [Close(assoc)]  # no longer wanted
+                if peer.assoc is not None:  # the peer connected to us meanwhile: use that one
+                    return [*self._flush(peer), Close(assoc)]
                 peer.assoc, peer.connecting = assoc, False
-                sends: list[Action] = [Send(assoc, m) for m in peer.pending]
-                peer.pending.clear()
-                return sends
+                return self._flush(peer)
             case ("enrp-static", int() as index):
                 static = self.table.static[index]
                 static.assoc, static.connecting = assoc, False
@@ -278,7 +278,7 @@ class Enrp(Takeover):
         if assoc is not None:
             self.table.attach(assoc, sender)
         peer.heard_at = now
-        actions: list[Action] = [StartTimer(("enrp", "last-heard", sender), self.options.max_time_last_heard),
+        actions: list[Action] = [*self._flush(peer), StartTimer(("enrp", "last-heard", sender), self.options.max_time_last_heard),
                                  CancelTimer(("enrp", "no-response", sender))]  # fmt: skip
         actions += self._target_alive(sender)
         if new:
@@ -515,6 +515,14 @@ class Enrp(Takeover):
         if not isinstance(msg, Presence | HandleTableRequest | ListRequest) and msg.sender_id not in self.table:
             return "unknown peer (no PRESENCE heard)"
         return ""
+
+    def _flush(self, peer: Peer) -> list[Action]:
+        """What waited for an association, now that the peer has one."""
+        if peer.assoc is None or not peer.pending:
+            return []
+        sends: list[Action] = [Send(peer.assoc, m) for m in peer.pending]
+        peer.pending.clear()
+        return sends
 
     def _send(self, peer: Peer, message: EnrpMessage) -> list[Action]:
         if peer.assoc is not None:
