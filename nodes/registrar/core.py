@@ -103,7 +103,8 @@ class AssociationState:
 
 
 class RegistrarCore:
-    """See the module docstring.  `handlespace` is public: tools and ENRP (issue 6) read it."""
+    """See the module docstring.  `handlespace` is public (tools read it); `enrp` shares it
+    with the other registrars of the scope (`nodes.registrar.enrp`)."""
 
     def __init__(self, options: RegistrarOptions, rng: random.Random | None = None) -> None:
         self.options = options
@@ -357,6 +358,8 @@ class RegistrarCore:
             keepalive = EndpointKeepAlive(server_id=self.server_id, pool_handle=handle, pe_id=pe_id, flags=HOME)
             actions += [Send(assoc, keepalive), Emit("pe-taken-over", _pe_fields(handle, pe_id, None) | {"assoc": assoc}),
                         StartTimer(("keepalive-timeout", handle, pe_id), self.options.keepalive_timeout)]  # fmt: skip
+            # Peers learn the new home now (after a suggested takeover, nothing else tells them).
+            actions += self.enrp.own_pe_changed(handle, node.pe, suggest=False)
         if not actions:
             actions.append(Close(assoc))
         return actions

@@ -45,8 +45,8 @@ from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from nodes.registrar.handlespace import HandlespaceError
-from nodes.registrar.peers import Peer, PeerTable
+from nodes.registrar.peers import MAX_PENDING, Peer, PeerTable
+from nodes.registrar.sync import Sync
 from nodes.registrar.takeover import Takeover
 from nodes.sansio import Action, Announce, AssocId, CancelTimer, Close, Connect, Emit, Send, StartTimer
 from nodes.wire import (
@@ -62,7 +62,6 @@ from nodes.wire import (
     ListRequest,
     ListResponse,
     PoolElement,
-    PoolEntry,
     Presence,
     Protocol,
     SctpTransport,
@@ -77,8 +76,8 @@ from nodes.wire import (
 if TYPE_CHECKING:
     from nodes.registrar.core import RegistrarCore
 
-HT_BUDGET = 60_000  #: bytes of PEs per HANDLE_TABLE_RESPONSE (the length field allows 65535)
-REPLY, OWN_ONLY, REJECT, MORE = 0x01, 0x01, 0x01, 0x02  # R, W, R and M flags
+REPLY_REQUIRED = 0x01  #: PRESENCE's R flag
+LIST_REJECT = 0x01  #: LIST_RESPONSE's R flag
 
 
 @dataclass(frozen=True)
@@ -113,7 +112,7 @@ class EnrpOptions:
         return self.multicast or bool(self.peers)
 
 
-class Enrp(Takeover):
+class Enrp(Sync, Takeover):
     """See the module docstring.  `core` is the registrar whose handlespace this shares."""
 
     def __init__(self, core: RegistrarCore) -> None:
@@ -161,6 +160,9 @@ class Enrp(Takeover):
                 if (peer := self.table.get(server_id)) is not None:
                     peer.connecting = False
                     peer.pending.clear()
+                    peer.reset_request()  # a request that never left: the next mismatch asks again
+                    if self.starting and self.mentor == server_id:
+                        self.mentor = None
                 return [Emit("peer-unreachable", {"server_id": f"0x{server_id:08x}", "reason": reason})]
             case ("enrp-static", int() as index):
                 static = self.table.static[index]
@@ -172,7 +174,7 @@ class Enrp(Takeover):
         """What was in flight on it is lost: a handle table being fetched or sent starts over."""
         bound = self.table.bound.get(assoc)
         for peer in self.table.detach(assoc):
-            peer.request_own_only, peer.audit = None, None
+            peer.reset_request()
             if self.starting and self.mentor == peer.server_id:
                 self.mentor = None
         if bound is not None:
@@ -217,18 +219,20 @@ class Enrp(Takeover):
                 return self._no_response(server_id)
             case ("enrp", "takeover-expiry", int() as target):
                 return self._takeover_expired(target)
+            case ("enrp", "taker-expiry", int() as target):
+                return self._taker_expired(target)
             case ("enrp", "expiry", bytes() as handle, int() as pe_id):
                 return self._expire(handle, pe_id)
         return []
 
-    def own_pe_changed(self, handle: bytes, pe: PoolElement) -> list[Action]:
-        """A PE of ours registered or re-registered: ADD_PE to every peer (it refreshes their
-        expiry timer), and the takeover suggestion if enabled."""
+    def own_pe_changed(self, handle: bytes, pe: PoolElement, suggest: bool = True) -> list[Action]:
+        """A PE of ours registered, re-registered or taken over: ADD_PE to every peer (it
+        refreshes their expiry timer), and the takeover suggestion if enabled."""
         actions: list[Action] = []
         for peer in self.table.peers.values():
             actions += self._send(peer, HandleUpdate(sender_id=self.me, receiver_id=peer.server_id,
                                                      update_action=UpdateAction.ADD_PE, pool_handle=handle, pool_element=pe))  # fmt: skip
-        if self.options.takeover_suggestion:
+        if suggest and self.options.takeover_suggestion:
             actions += self._suggest_takeover(handle, pe)
         return actions
 
@@ -242,7 +246,7 @@ class Enrp(Takeover):
     # --- presence and liveness -----------------------------------------------------------
 
     def _presence(self, reply: bool = False, receiver: int = 0) -> Presence:
-        return Presence(sender_id=self.me, receiver_id=receiver, flags=REPLY if reply else 0,
+        return Presence(sender_id=self.me, receiver_id=receiver, flags=REPLY_REQUIRED if reply else 0,
                         checksum=self.hs.checksum(self.me), server_info=self.server_info())  # fmt: skip
 
     def server_info(self) -> ServerInformation:
@@ -274,10 +278,15 @@ class Enrp(Takeover):
     def _on_presence(self, assoc: AssocId | None, msg: Presence, now: float, source: str = "") -> list[Action]:
         sender = msg.sender_id
         addresses, port = self._endpoint_of(msg.server_info, assoc, source)
+        if sender not in self.table and self.table.full:
+            return [Emit("peer-refused", {"server_id": f"0x{sender:08x}", "reason": f"{len(self.table)} peers already"})]
+        known = self.table.get(sender)
+        if known is not None and assoc is None and known.reachable:
+            addresses, port = (), 0  # a multicast presence may not move a known peer's endpoint
         peer, new = self.table.add(sender, addresses, port)
         if assoc is not None:
             self.table.attach(assoc, sender)
-        peer.heard_at = now
+        peer.heard_at, peer.silent = now, False
         actions: list[Action] = [*self._flush(peer), StartTimer(("enrp", "last-heard", sender), self.options.max_time_last_heard),
                                  CancelTimer(("enrp", "no-response", sender))]  # fmt: skip
         actions += self._target_alive(sender)
@@ -286,12 +295,12 @@ class Enrp(Takeover):
                                                     "port": peer.port, "via": "multicast" if assoc is None else "unicast"}))  # fmt: skip
             actions += self._send(peer, self._presence(reply=True, receiver=sender))
             actions += self._send(peer, ListRequest(sender_id=self.me, receiver_id=sender))
-            if self.starting and self.mentor is None:
+            if self.starting and self.mentor is None and peer.reachable:
                 actions += self._choose_mentor(peer)
         elif msg.has_flag("reply_required") and assoc is not None:
             actions.append(Send(assoc, self._presence(receiver=sender)))
         if assoc is not None and not self.starting:
-            actions += self._audit(peer, msg.checksum)
+            actions += self._audit(peer, msg.checksum, now)
         return actions
 
     def _endpoint_of(self, info: ServerInformation | None, assoc: AssocId | None, source: str) -> tuple[tuple[str, ...], int]:
@@ -309,11 +318,13 @@ class Enrp(Takeover):
 
     def _target_alive(self, server_id: int) -> list[Action]:
         """A presence from a peer stops every takeover of it (RFC 5353 section 3.5.1)."""
-        self.takers.pop(server_id, None)
-        if self.takeovers.pop(server_id, None) is None:
-            return []
-        return [CancelTimer(("enrp", "takeover-expiry", server_id)),
-                Emit("takeover-cancelled", {"target": f"0x{server_id:08x}", "reason": "the target is alive"})]  # fmt: skip
+        actions: list[Action] = []
+        if self.takers.pop(server_id, None) is not None:
+            actions.append(CancelTimer(("enrp", "taker-expiry", server_id)))
+        if self.takeovers.pop(server_id, None) is not None:
+            actions += [CancelTimer(("enrp", "takeover-expiry", server_id)),
+                        Emit("takeover-cancelled", {"target": f"0x{server_id:08x}", "reason": "the target is alive"})]  # fmt: skip
+        return actions
 
     def _last_heard(self, server_id: int) -> list[Action]:
         peer = self.table.get(server_id)
@@ -323,137 +334,19 @@ class Enrp(Takeover):
                 StartTimer(("enrp", "no-response", server_id), self.options.max_time_no_response)]  # fmt: skip
 
     def _no_response(self, server_id: int) -> list[Action]:
+        """The peer is dead: take its PEs over (unless somebody does already), else forget it."""
         peer = self.table.get(server_id)
         if peer is None:
             return []
+        peer.silent = True
+        actions: list[Action] = []
         owned = len(self.hs.homed_at(server_id))
         if owned and server_id not in self.takers and server_id not in self.takeovers:
-            return self._start_takeover(peer, owned)
-        self.table.remove(server_id)
-        reason = "another registrar takes its PEs over" if server_id in self.takers else "it owns no PEs"
-        return [Emit("peer-removed", {"server_id": str(peer), "reason": f"no response; {reason}"})]
-
-    # --- synchronisation -----------------------------------------------------------------
-
-    def _choose_mentor(self, peer: Peer) -> list[Action]:
-        self.mentor = peer.server_id
-        peer.request_own_only = False
-        return [Emit("mentor-chosen", {"server_id": str(peer)}),
-                *self._send(peer, HandleTableRequest(sender_id=self.me, receiver_id=peer.server_id))]  # fmt: skip
-
-    def _synchronised(self, how: str) -> list[Action]:
-        self.starting = False
-        actions: list[Action] = [CancelTimer(("enrp", "mentor-discovery")),
-                                 Emit("synchronised", {"how": how, "pool_elements": len(self.hs), "peers": len(self.table)})]  # fmt: skip
-        return actions + self.core.start_serving()
-
-    def _audit(self, peer: Peer, checksum: int) -> list[Action]:
-        if peer.request_own_only is not None or checksum == self.hs.checksum(peer.server_id):
-            return []
-        peer.audit = {(n.pool_handle, n.identifier) for n in self.hs.homed_at(peer.server_id)}
-        peer.request_own_only = True
-        return [Emit("checksum-mismatch", {"server_id": str(peer), "theirs": f"0x{checksum:04x}",
-                                           "ours": f"0x{self.hs.checksum(peer.server_id):04x}", "marked": len(peer.audit)}),
-                *self._send(peer, HandleTableRequest(sender_id=self.me, receiver_id=peer.server_id, flags=OWN_ONLY))]  # fmt: skip
-
-    def _on_table_request(self, assoc: AssocId, msg: HandleTableRequest, now: float) -> list[Action]:
-        sender = msg.sender_id
-        if sender not in self.table or self.starting:
-            why = "starting up" if self.starting else "unknown peer"
-            return [Send(assoc, HandleTableResponse(sender_id=self.me, receiver_id=sender, flags=REJECT)),
-                    Emit("handle-table-rejected", {"server_id": f"0x{sender:08x}", "reason": why})]  # fmt: skip
-        own_only = msg.has_flag("own_children_only")
-        cursor = self.cursors.get((sender, own_only))
-        if cursor is None:
-            nodes = self.hs.homed_at(self.me) if own_only else (n for p in self.hs.pools() for n in p.elements())
-            cursor = self.cursors[(sender, own_only)] = deque((n.pool_handle, n.identifier) for n in nodes)
-        entries = self._next_part(cursor)
-        more = bool(cursor)
-        if not more:
-            del self.cursors[(sender, own_only)]
-        response = HandleTableResponse(sender_id=self.me, receiver_id=sender, flags=MORE if more else 0, entries=entries)
-        return [Send(assoc, response)]
-
-    def _next_part(self, cursor: deque[tuple[bytes, int]]) -> tuple[PoolEntry, ...]:
-        """Up to max-elements-per-ht PEs (and HT_BUDGET bytes) from the cursor, grouped by pool;
-        PEs gone since the request started are skipped."""
-        groups: list[tuple[bytes, list[PoolElement]]] = []
-        count = size = 0
-        while cursor and count < self.options.max_elements_per_ht and size < HT_BUDGET:
-            handle, pe_id = cursor.popleft()
-            node = self.hs.find(handle, pe_id)
-            if node is None:
-                continue
-            if not groups or groups[-1][0] != handle:
-                groups.append((handle, []))
-                size += 8 + len(handle)
-            groups[-1][1].append(node.pe)
-            count += 1
-            size += _pe_size(node.pe)
-        return tuple(PoolEntry(h, tuple(pes)) for h, pes in groups)
-
-    def _on_table_response(self, assoc: AssocId, msg: HandleTableResponse, now: float) -> list[Action]:
-        peer = self.table.get(msg.sender_id)
-        if peer is None or peer.request_own_only is None:
-            return [Emit("ignored", {"message": "HandleTableResponse", "reason": "not requested"})]
-        if msg.has_flag("reject"):
-            return self._table_rejected(peer)
-        learnt, actions = 0, []
-        for entry in msg.entries:
-            for pe in entry.pool_elements:
-                stored = self._learn(entry.pool_handle, pe, authoritative=False)
-                if stored is not None:
-                    learnt, actions = learnt + 1, actions + stored
-                if peer.audit is not None and pe.home_registrar == peer.server_id:
-                    peer.audit.discard((entry.pool_handle, pe.identifier))
-        actions.append(Emit("handle-table-received", {"server_id": str(peer), "pool_elements": learnt,
-                                                          "more": msg.has_flag("more_to_send")}))  # fmt: skip
-        if msg.has_flag("more_to_send"):
-            flags = OWN_ONLY if peer.request_own_only else 0
-            return actions + self._send(peer, HandleTableRequest(sender_id=self.me, receiver_id=peer.server_id, flags=flags))
-        peer.request_own_only = None
-        actions += self._purge_audited(peer)
-        if self.starting and self.mentor == peer.server_id:
-            actions += self._synchronised(f"from mentor {peer}")
-        return actions
-
-    def _table_rejected(self, peer: Peer) -> list[Action]:
-        peer.request_own_only, peer.audit = None, None
-        if self.mentor == peer.server_id:
-            self.mentor = None  # the next peer heard becomes the mentor
-        return [Emit("handle-table-refused", {"server_id": str(peer)})]
-
-    def _purge_audited(self, peer: Peer) -> list[Action]:
-        marked, peer.audit = peer.audit, None
-        actions: list[Action] = []
-        for handle, pe_id in sorted(marked or ()):
-            node = self.hs.find(handle, pe_id)
-            if node is not None and node.home_registrar == peer.server_id:
-                actions += self.core.remove_pe(handle, pe_id, f"not in {peer}'s handle table")
-        return actions
-
-    def _learn(self, handle: bytes, pe: PoolElement, authoritative: bool) -> list[Action] | None:
-        """Add or update a PE homed elsewhere; its actions, or None if it was not stored.  A PE
-        this registrar owns is changed only by its new home's own HANDLE_UPDATE
-        (`authoritative`): a handle table may be older than the registration here."""
-        if pe.home_registrar == self.me:
-            return None
-        node = self.hs.find(handle, pe.identifier)
-        was_ours = node is not None and node.home_registrar == self.me
-        if was_ours and not authoritative:
-            return None
-        try:
-            self.hs.register(handle, pe, owner=None)
-        except HandlespaceError:
-            return None
-        actions = self.core.stop_supervising(handle, pe.identifier) if was_ours else []
-        return actions + [StartTimer(("enrp", "expiry", handle, pe.identifier), pe.registration_life / 1000)]
-
-    def _expire(self, handle: bytes, pe_id: int) -> list[Action]:
-        node = self.hs.find(handle, pe_id)
-        if node is None or node.home_registrar == self.me:
-            return []
-        return self.core.remove_pe(handle, pe_id, "registration life expired")
+            return actions + self._start_takeover(peer, owned)
+        if server_id in self.takers or server_id in self.takeovers:
+            return actions
+        return actions + self._forget_peer(server_id) + [
+            Emit("peer-removed", {"server_id": str(peer), "reason": "no response; it owns no PEs"})]
 
     # --- updates and lists ---------------------------------------------------------------
 
@@ -480,7 +373,7 @@ class Enrp(Takeover):
 
     def _on_list_request(self, assoc: AssocId, msg: ListRequest, now: float) -> list[Action]:
         if msg.sender_id not in self.table:
-            return [Send(assoc, ListResponse(sender_id=self.me, receiver_id=msg.sender_id, flags=REJECT))]
+            return [Send(assoc, ListResponse(sender_id=self.me, receiver_id=msg.sender_id, flags=LIST_REJECT))]
         servers = tuple(self._info(p.server_id, p.addresses, p.port) for p in self.table.peers.values()
                         if p.server_id != msg.sender_id and p.addresses and p.port)  # fmt: skip
         return [Send(assoc, ListResponse(sender_id=self.me, receiver_id=msg.sender_id, servers=servers[:256]))]
@@ -490,7 +383,7 @@ class Enrp(Takeover):
             return [Emit("list-refused", {"server_id": f"0x{msg.sender_id:08x}"})]
         actions: list[Action] = []
         for info in msg.servers:
-            if info.server_id in (0, self.me) or info.server_id in self.table:
+            if info.server_id in (0, self.me) or info.server_id in self.table or self.table.full:
                 continue
             addresses = tuple(str(a) for a in info.transport.addresses)
             if not addresses or not info.transport.port:
@@ -524,11 +417,22 @@ class Enrp(Takeover):
         peer.pending.clear()
         return sends
 
+    def _forget_peer(self, server_id: int) -> list[Action]:
+        """Drop a peer and everything kept for it (not its PEs: they expire, or are taken over)."""
+        self.table.remove(server_id)
+        for key in [k for k in self.cursors if k[0] == server_id]:
+            del self.cursors[key]
+        return [CancelTimer(("enrp", "last-heard", server_id)), CancelTimer(("enrp", "no-response", server_id))]
+
     def _send(self, peer: Peer, message: EnrpMessage) -> list[Action]:
         if peer.assoc is not None:
             return [Send(peer.assoc, message)]
-        if not peer.addresses or not peer.port:
+        if not peer.reachable:
             return []  # no endpoint known (a tool like hsdump): it is heard, not spoken to
+        if len(peer.pending) >= MAX_PENDING:
+            # Not the oldest dropped (it may be a handle table request): the newest.  What is
+            # lost is an update, which the next checksum audit makes good.
+            return [Emit("send-dropped", {"server_id": str(peer), "reason": f"{MAX_PENDING} messages wait already"})]
         peer.pending.append(message)
         if peer.connecting:
             return []
@@ -546,12 +450,6 @@ class Enrp(Takeover):
 
     def gauges(self) -> dict[str, float]:
         return {"peers": len(self.table), "synchronised": float(not self.starting), "takeovers": len(self.takeovers)}
-
-
-def _pe_size(pe: PoolElement) -> int:
-    """An upper estimate of a PE parameter's encoded size, to fill a response without encoding it."""
-    transports = [pe.user_transport, pe.registrator_transport]
-    return 64 + sum(20 * len(t.addresses) for t in transports if t is not None)
 
 
 def _text(handle: bytes) -> str:

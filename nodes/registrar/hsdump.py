@@ -192,8 +192,8 @@ class HandlespaceDump:
                 return self._fail(f"sent an ENRP_ERROR ({causes})")
             case ListRequest():  # a peer's courtesy: we know no other registrar
                 return [ListResponse(sender_id=self.own_id, receiver_id=message.sender_id)]
-            case HandleTableRequest():  # and own no PEs
-                return [HandleTableResponse(sender_id=self.own_id, receiver_id=message.sender_id)]
+            case HandleTableRequest():  # we are no registrar: reject (R), so nobody takes us for a mentor
+                return [HandleTableResponse(sender_id=self.own_id, receiver_id=message.sender_id, flags=0x01)]
         self.ignored += 1  # HANDLE_UPDATE, takeover: the dump is a snapshot of the tables
         return []
 

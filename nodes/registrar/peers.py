@@ -21,6 +21,7 @@ from nodes.sansio import AssocId
 from nodes.wire import EnrpMessage
 
 MAX_PENDING = 1000  #: messages held for one peer while its association is being set up
+MAX_PEERS = 256  #: registrars of one scope; presences with made-up ids cannot grow the table beyond
 
 
 @dataclass
@@ -30,13 +31,28 @@ class Peer:
     port: int = 0
     assoc: AssocId | None = None
     connecting: bool = False
-    pending: deque[EnrpMessage] = field(default_factory=lambda: deque(maxlen=MAX_PENDING))
+    pending: deque[EnrpMessage] = field(default_factory=deque)
     heard_at: float | None = None
-    request_own_only: bool | None = None  #: a HANDLE_TABLE_REQUEST in flight (its W flag), else None
+    silent: bool = False  #: max-time-no-response passed without a word: dead, whatever else happens
+    #: The W flag of the HANDLE_TABLE_REQUEST in flight to this peer (False: the whole table,
+    #: True: its own PEs), None when there is none: one request at a time per peer.
+    request_own_only: bool | None = None
     audit: set[tuple[bytes, int]] | None = None  #: PEs marked for purge while a W-request runs
+    audit_target: int = 0  #: the checksum the running audit should end with
+    fruitless_audits: int = 0  #: audits in a row that did not reach it (they back off)
+    next_audit: float = 0.0
 
     def __str__(self) -> str:
         return f"0x{self.server_id:08x}"
+
+    @property
+    def reachable(self) -> bool:
+        """Whether it has an ENRP endpoint of its own; a tool like hsdump (port 0) only asks:
+        it is never a mentor, never listed to others and never asked to acknowledge a takeover."""
+        return bool(self.addresses and self.port)
+
+    def reset_request(self) -> None:
+        self.request_own_only, self.audit = None, None
 
 
 @dataclass
@@ -69,8 +85,13 @@ class PeerTable:
     def ids(self) -> list[int]:
         return sorted(self.peers)
 
+    @property
+    def full(self) -> bool:
+        return len(self.peers) >= MAX_PEERS
+
     def add(self, server_id: int, addresses: tuple[str, ...] = (), port: int = 0) -> tuple[Peer, bool]:
-        """The peer with this id, created if new; (peer, is_new).  Known addresses are updated."""
+        """The peer with this id, created if new; (peer, is_new).  Known addresses are updated.
+        Callers check `full` before adding a new one."""
         peer = self.peers.get(server_id)
         is_new = peer is None
         if peer is None:

@@ -26,10 +26,13 @@ class Takeover:
     """Mixed into `Enrp`; uses its peer table, options, handlespace and `_send`."""
 
     def _start_takeover(self: Enrp, target: Peer, owned: int) -> list[Action]:
-        # "Every known peer but the target" (RFC 5353 section 3.5.1): the ones heard, since a
-        # peer only listed by others may never answer, and would block the takeover.
+        # "Every known peer but the target" (RFC 5353 section 3.5.1): the registrars heard from
+        # (not tools like hsdump, nor peers only listed by others, which may never answer).
+        # Dead ones are waited for too, as the RFC says: so a registrar cut off from all the
+        # others cannot take their PEs (its takeover expires), and when two registrars die at
+        # once their PEs find a registrar themselves (their re-registration goes unanswered).
         waiting = {p.server_id for p in self.table.peers.values()
-                   if p.heard_at is not None and p.server_id not in (0, self.me, target.server_id)}  # fmt: skip
+                   if p.heard_at is not None and p.reachable and p.server_id != target.server_id}  # fmt: skip
         self.takeovers[target.server_id] = waiting
         actions: list[Action] = [Emit("takeover-started", {"target": str(target), "pool_elements": owned,
                                                            "waiting_for": [f"0x{p:08x}" for p in sorted(waiting)]})]  # fmt: skip
@@ -62,7 +65,21 @@ class Takeover:
         self.takers[target] = sender
         peer = self.table.get(sender)
         ack = InitTakeoverAck(sender_id=self.me, receiver_id=sender, target_id=target)
-        return actions + (self._send(peer, ack) if peer else [Send(assoc, ack)]) + [Emit("takeover-acked", fields)]
+        # Should the taker die before it finishes, we try ourselves (see _taker_expired).
+        expiry = StartTimer(("enrp", "taker-expiry", target), 2 * self.options.takeover_expiry)
+        return actions + (self._send(peer, ack) if peer else [Send(assoc, ack)]) + [expiry, Emit("takeover-acked", fields)]
+
+    def _taker_expired(self: Enrp, target: int) -> list[Action]:
+        """The registrar we acknowledged never sent TAKEOVER_SERVER: if the target is still
+        silent, its PEs must not be orphaned, so this registrar starts a takeover of its own."""
+        if self.takers.pop(target, None) is None:
+            return []
+        peer = self.table.get(target)
+        if peer is None or not peer.silent:
+            return []
+        return [Emit("taker-silent", {"target": str(peer)}), *self._no_response(target)]
+
+
 
     def _on_init_takeover_ack(self: Enrp, assoc: AssocId, msg: InitTakeoverAck, now: float) -> list[Action]:
         waiting = self.takeovers.get(msg.target_id)
@@ -73,9 +90,7 @@ class Takeover:
 
     def _complete_takeover(self: Enrp, target: int) -> list[Action]:
         self.takeovers.pop(target, None)
-        self.table.remove(target)
-        actions: list[Action] = [CancelTimer(("enrp", "takeover-expiry", target)),
-                                 CancelTimer(("enrp", "last-heard", target)), CancelTimer(("enrp", "no-response", target))]  # fmt: skip
+        actions: list[Action] = [CancelTimer(("enrp", "takeover-expiry", target)), *self._forget_peer(target)]
         message = TakeoverServer(sender_id=self.me, target_id=target)
         for peer in self.table.peers.values():
             actions += self._send(peer, replace(message, receiver_id=peer.server_id))
@@ -86,24 +101,28 @@ class Takeover:
     def _takeover_expired(self: Enrp, target: int) -> list[Action]:
         if self.takeovers.pop(target, None) is None:
             return []
-        self.table.remove(target)
-        return [Emit("takeover-expired", {"target": f"0x{target:08x}"})]
+        return [*self._forget_peer(target), Emit("takeover-expired", {"target": f"0x{target:08x}"})]
 
     def _on_takeover_server(self: Enrp, assoc: AssocId, msg: TakeoverServer, now: float) -> list[Action]:
         target, taker = msg.target_id, msg.sender_id
         if target == self.me:
             return [Emit("taken-over", {"by": f"0x{taker:08x}"})]
-        self.takers.pop(target, None)
-        actions = self._target_alive(target)[:1]  # our own attempt, if any, has lost
-        self.takeovers.pop(target, None)
-        self.table.remove(target)
+        if self.takers.get(target) != taker:
+            # Only the registrar we acknowledged may re-home the target's PEs; otherwise any peer
+            # could take a live registrar's PEs.  (If we missed its INIT_TAKEOVER, the taker's
+            # checksum shows the PEs as its own, and the audit fetches them.)
+            return [Emit("enrp-refused", {"message": "TakeoverServer", "sender": f"0x{taker:08x}",
+                                          "reason": f"not acknowledged as the taker of 0x{target:08x}"})]  # fmt: skip
+        del self.takers[target]
+        actions: list[Action] = [CancelTimer(("enrp", "taker-expiry", target)), *self._forget_peer(target)]
+        if self.takeovers.pop(target, None) is not None:  # our own attempt, if any, has lost
+            actions.append(CancelTimer(("enrp", "takeover-expiry", target)))
         moved = 0
         for node in list(self.hs.homed_at(target)):
             stored = self._learn(node.pool_handle, replace(node.pe, home_registrar=taker), authoritative=True)
             if stored is not None:
                 moved, actions = moved + 1, actions + stored
-        return actions + [CancelTimer(("enrp", "last-heard", target)), CancelTimer(("enrp", "no-response", target)),
-                          Emit("takeover-observed", {"target": f"0x{target:08x}", "by": f"0x{taker:08x}", "pool_elements": moved})]  # fmt: skip
+        return actions + [Emit("takeover-observed", {"target": f"0x{target:08x}", "by": f"0x{taker:08x}", "pool_elements": moved})]
 
     def _suggest_takeover(self: Enrp, handle: bytes, pe: PoolElement) -> list[Action]:
         best = max(self.table.peers.values(), key=lambda p: p.server_id ^ pe.identifier, default=None)

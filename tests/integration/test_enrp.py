@@ -36,9 +36,9 @@ PES = {  # name -> (host, pool, preferred registrar)
     "a3": ("pe3", "PoolA", "registrar3"), "b3": ("pe3", "PoolB", "registrar1"),
 }  # fmt: skip
 PE_IDS = {name: 0x500 + n for n, name in enumerate(PES, start=1)}
-ENRP_TIMERS = {"peer-heartbeat-cycle": 0.5, "peer-max-time-last-heard": 1.0, "peer-max-time-no-response": 1.0,
-               "mentor-discovery-timeout": 3.0, "takeover-expiry": 3.0, "keepalive-interval": 1.0,
-               "keepalive-timeout": 1.0}  # fmt: skip
+ENRP_TIMERS = {"peer-heartbeat-cycle": 0.5, "peer-max-time-last-heard": 2.0, "peer-max-time-no-response": 2.0,
+               "mentor-discovery-timeout": 3.0, "takeover-expiry": 3.0, "keepalive-interval": 2.0,
+               "keepalive-timeout": 2.0}  # fmt: skip  # loose enough for a loaded 2-core CI machine
 BOUND = ENRP_TIMERS["peer-max-time-last-heard"] + ENRP_TIMERS["peer-max-time-no-response"]
 
 
@@ -230,7 +230,7 @@ def test_a_partition_between_registrars_heals_to_identical_handlespaces(scope):
             assert time.monotonic() < deadline, "no takeover of the cut-off registrar"
             time.sleep(0.1)
         assert started[0]["target"] == f"0x{REGISTRARS['registrar3']:08x}", started
-        time.sleep(4.0)  # takeovers settle; registrar3's keep-alives to its moved PEs time out
+        time.sleep(6.0)  # takeovers settle; registrar3's keep-alives to its moved PEs time out
     finally:
         _block(scope, "reg3", ["reg1", "reg2", "reg4"], on=False)
     completed = [e for r in survivors for e in scope.events(r, "takeover-completed", since)]

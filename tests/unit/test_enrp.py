@@ -500,14 +500,18 @@ def test_a_registrar_that_acked_anothers_takeover_does_not_start_its_own() -> No
     assert isinstance(ack, InitTakeoverAck) and ack.target_id == A
     actions = registrar.timer(("enrp", "no-response", A), NOW + 3)
     assert not events(actions, "takeover-started") and not [m for m in sent(actions) if isinstance(m, InitTakeover)]
-    assert events(actions, "peer-removed")[0]["reason"] == "no response; another registrar takes its PEs over"
-    assert A not in registrar.enrp.table
+    # It is kept (silent) until the taker's TAKEOVER_SERVER re-homes its PEs, or the taker fails.
+    assert not events(actions, "peer-removed") and registrar.enrp.table.get(A).silent
 
 
 def test_takeover_server_rehomes_the_targets_pes_at_the_taker() -> None:
     """Peers that receive TAKEOVER_SERVER change the home of X's PEs to the sender (reference
     §8.5 step 3), drop X, and keep the PEs for their registration life."""
     registrar = synced_core()
+    refused = feed(registrar, TakeoverServer(sender_id=B, receiver_id=ME, target_id=A))
+    assert events(refused, "enrp-refused")[0]["reason"] == f"not acknowledged as the taker of 0x{A:08x}"
+    assert {n.home_registrar for n in registrar.handlespace.homed_at(A)} == {A}  # nothing moved
+    feed(registrar, InitTakeover(sender_id=B, receiver_id=ME, target_id=A))
     actions = feed(registrar, TakeoverServer(sender_id=B, receiver_id=ME, target_id=A))
     assert events(actions, "takeover-observed") == [{"target": f"0x{A:08x}", "by": f"0x{B:08x}", "pool_elements": 1}]
     assert holdings(registrar) == {(HANDLE, 1001, B), (HANDLE, 1002, B), (HANDLE, OWN, ME)}
@@ -1021,3 +1025,32 @@ def test_malformed_enrp_bytes_are_answered_with_enrp_error_and_change_nothing() 
             if message.sender_id != A or message.receiver_id not in (0, ME):
                 assert holdings(registrar) == before_hs and registrar.enrp.table.ids() == before_peers, message
     assert checked > 300
+
+
+def test_presences_with_ever_new_ids_cannot_grow_the_peer_table_without_bound() -> None:
+    """Anyone on the link can send PRESENCEs with made-up server ids: the table stops at MAX_PEERS."""
+    from nodes.registrar.peers import MAX_PEERS
+
+    core = RegistrarCore(RegistrarOptions(server_id=0x100, announce=False, enrp=EnrpOptions()), rng=random.Random(1))
+    core.start(0.0)
+    refused = []
+    for n in range(MAX_PEERS + 50):
+        presence = Presence(sender_id=0x10000 + n, checksum=0xFFFF).encode()
+        refused += [a for a in core.datagram(presence, "10.0.0.9", 9901, "eth0", 1.0) if isinstance(a, Emit) and a.event == "peer-refused"]
+    assert len(core.enrp.table) == MAX_PEERS and len(refused) == 50
+
+
+def test_a_tool_peer_is_never_mentor_nor_waited_for_in_a_takeover() -> None:
+    """hsdump says PRESENCE with port 0 in its Server Information: it only asks.  A starting
+    registrar must not take it for its mentor, and a takeover must not wait for its ACK."""
+    from nodes.wire import ServerInformation
+
+    tool = ServerInformation(0xABC, SctpTransport(port=0, addresses=(ip_address("10.0.0.99"),)))
+    core = RegistrarCore(RegistrarOptions(server_id=0x100, announce=False, enrp=EnrpOptions()), rng=random.Random(1))
+    core.start(0.0)
+    core.association_up(7, 0.1, peer_addresses=("10.0.0.99",), peer_port=40000)
+    actions = core.receive(7, Presence(sender_id=0xABC, flags=0x01, checksum=0xFFFF, server_info=tool).encode(), 12, 0.2)
+    assert not [a for a in actions if isinstance(a, Emit) and a.event == "mentor-chosen"]
+    assert core.enrp.mentor is None and not core.enrp.table.get(0xABC).reachable
+    assert core.enrp._start_takeover(core.enrp.table.add(0x300, ("10.0.0.3",), 9901)[0], 1) is not None
+    assert 0xABC not in core.enrp.takeovers.get(0x300, set())

@@ -226,8 +226,9 @@ def test_a_rejected_list_response_leaves_the_peers_unknown() -> None:
     assert core.result().peers is None and not core.finished
 
 
-def test_requests_of_the_registrar_get_empty_answers() -> None:
-    """It may take us for a new peer and ask for our tables: we own nothing and know nobody."""
+def test_requests_of_the_registrar_get_empty_or_rejecting_answers() -> None:
+    """It may take us for a new peer and ask for our tables: we know nobody, and a handle table
+    request is rejected (R flag), so that a starting registrar never takes the tool for its mentor."""
     core = started()
     (answer,) = wire(core.receive(ListRequest(sender_id=REG, receiver_id=OWN).encode(), ENRP))
     assert (
@@ -236,7 +237,7 @@ def test_requests_of_the_registrar_get_empty_answers() -> None:
         and (answer.sender_id, answer.receiver_id) == (OWN, REG)
     )
     (answer,) = wire(core.receive(HandleTableRequest(sender_id=REG, receiver_id=OWN).encode(), ENRP))
-    assert isinstance(answer, HandleTableResponse) and answer.entries == () and answer.flags == 0
+    assert isinstance(answer, HandleTableResponse) and answer.entries == () and answer.has_flag("reject")
     assert answer.receiver_id == REG
     assert core.receive(presence(reply_required=False), ENRP) == []  # a heartbeat: nothing to answer
 
