@@ -46,7 +46,9 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import NoReturn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -55,6 +57,22 @@ REPLY_TIMEOUT, RATE = 1.0, 50
 PES = ("pe1", "pe2", "pe3")
 CASES = ("kill", "cut")
 MEASURES = ("PU detect", "PU gap", "fault->back", "fault->removed")
+
+
+def run_cli(main: Callable[[], int], name: str, interrupted: str = "the testbed was taken down") -> NoReturn:
+    """Run a benchmark's main and exit: 1 with the reason on a failure, 130 on Ctrl-C (its
+    testbed or namespaces are gone by then: the context managers clean up on the way out)."""
+    try:
+        sys.exit(main())
+    except BenchError as exc:
+        print(f"{name}: failed: {exc}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        print(f"{name}: interrupted; {interrupted}", file=sys.stderr)
+        sys.exit(130)
+    except Exception as exc:  # the testbed's own errors (BuildError, SupervisorError, ...): say which
+        print(f"{name}: failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        sys.exit(1)
 
 
 class BenchError(Exception):
@@ -310,14 +328,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except BenchError as exc:
-        print(f"bench_failover.py: failed: {exc}", file=sys.stderr)
-        sys.exit(1)
-    except KeyboardInterrupt:
-        print("bench_failover.py: interrupted; the testbed was taken down", file=sys.stderr)
-        sys.exit(130)
-    except Exception as exc:  # the testbed's own errors (BuildError, SupervisorError, ...): say which
-        print(f"bench_failover.py: failed: {type(exc).__name__}: {exc}", file=sys.stderr)
-        sys.exit(1)
+    run_cli(main, "bench_failover.py")

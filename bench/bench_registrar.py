@@ -56,6 +56,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench_failover import BenchError, run_cli  # noqa: E402
 from nodes.registrar.core import RegistrarCore, RegistrarOptions  # noqa: E402
 from nodes.wire import (  # noqa: E402
     HandleResolution,
@@ -80,10 +81,6 @@ KEEPALIVE_INTERVAL = 3600.0  # s: no keep-alive during the run
 CHECK_EVERY = 64  # decode and check one response in this many
 SLICES = 5  # a rate is the median of this many consecutive slices of its measurement
 MARK_EVERY = 16  # the client notes the time of every 16th response
-
-
-class BenchError(Exception):
-    """A measurement could not be made; the message says why."""
 
 
 class LabGone(BenchError):
@@ -522,11 +519,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except BenchError as exc:
-        print(f"bench_registrar.py: failed: {exc}", file=sys.stderr)
-        sys.exit(1)
-    except KeyboardInterrupt:
-        print("bench_registrar.py: interrupted; namespaces removed", file=sys.stderr)
-        sys.exit(130)
+    run_cli(main, "bench_registrar.py", "namespaces removed")

@@ -10,10 +10,9 @@ every repeat starts from the same state): one domain, registrar1..3 (server ids 
 dead after --no-response s more, takeover expiry 3 s, keep-alive interval and timeout 1 s)
 and K real PE processes per registrar (`prefer-registrar`, re-registration interval 300 s,
 fixed load) on K hosts.  Once the three handlespaces (read with hsdump) agree on all 3K PEs,
-the bench waits until the registrars have forgotten the hsdump tool (a peer heard that
-recently would be waited for by the takeover), then a random fraction of a heartbeat cycle,
-and SIGKILLs the victim (registrar1, 2, 3 in turn over the repeats).  From the kill (wall
-clock here) it measures
+the bench waits until the registrars have dropped the hsdump tool from their peer tables
+(last-heard + no-response + a cycle), then a random fraction of a cycle, and SIGKILLs the
+victim (registrar1, 2, 3 in turn over the repeats).  From the kill (wall clock) it measures
   (a) the winner's `takeover-completed` event for the victim,
   (b) the last `home-changed` event of the victim's PEs (their new home's Home-flagged
       ENDPOINT_KEEP_ALIVE arrived),
@@ -42,9 +41,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench_failover import BenchError, Log, wait_for  # noqa: E402
+from bench_failover import BenchError, Log, run_cli, wait_for  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
 REGISTRARS = {f"registrar{i}": 0x1000 * i for i in (1, 2, 3)}
 CASES = ("(a) kill -> takeover-completed", "(b) kill -> last home-changed", "(c) kill -> hsdumps re-homed")
 
@@ -65,19 +63,20 @@ def topology(args: argparse.Namespace) -> str:
     hosts = ""
     for name, server_id in REGISTRARS.items():
         options = {"backend": args.backend, "server-id": hex(server_id), **timers}
-        hosts += f"      reg{name[-1]}: {{processes: [{{registrar: {{name: {name}, options: {json.dumps(options)}}}}}]}}\n"
+        process = f"{{registrar: {{name: {name}, options: {json.dumps(options)}}}}}"
+        hosts += f"      reg{name[-1]}: {{processes: [{process}]}}\n"
     by_host: dict[str, str] = {}
     for pe, (host, prefer, pe_id) in pes(args.pes_per_registrar).items():
         options = {"backend": args.backend, "pe-id": hex(pe_id), "prefer-registrar": prefer,
                    "reregistration-interval": 300, "fixed-load": True}  # fmt: skip
-        by_host[host] = by_host.get(host, "") + (f"          - pool-element: {{name: {pe}, handle: TakeoverPool, "
-                                                 f"policy: round-robin, options: {json.dumps(options)}}}\n")  # fmt: skip
+        line = f"          - pool-element: {{name: {pe}, handle: TakeoverPool, options: {json.dumps(options)}}}\n"
+        by_host[host] = by_host.get(host, "") + line
     hosts += "".join(f"      {host}:\n        processes:\n{lines}" for host, lines in by_host.items())
-    return f"name: takeover-{args.backend.replace('-', '')}\ndomains:\n  D1:\n    hosts:\n{hosts}      client: {{}}\n"
+    return f"name: takeover-{args.backend.replace('-', '')}\ndomains:\n  D1:\n    hosts:\n{hosts}"
 
 
 class Scope:
-    """One running testbed: its logs, and hsdump run on the client host."""
+    """One running testbed: its logs, and the registrars' handlespaces (`Testbed.hsdump`)."""
 
     def __init__(self, tb, args: argparse.Namespace) -> None:  # type: ignore[no-untyped-def]
         self.tb, self.args, self.pes = tb, args, pes(args.pes_per_registrar)
@@ -85,14 +84,12 @@ class Scope:
 
     def homes(self, registrar: str) -> dict[str, str] | None:
         """PE id -> home registrar id in the registrar's handlespace (None: the dump failed)."""
-        host = self.tb.plan.hosts[f"reg{registrar[-1]}"]
-        argv = ["env", f"PYTHONPATH={ROOT}", sys.executable, "-m", "nodes.registrar.hsdump",
-                ",".join(str(i.address.ip) for i in host.interfaces), "--backend", self.args.backend,
-                "--json", "--timeout", "5"]  # fmt: skip
-        result = self.tb.exec("client", argv, timeout=30)
-        if result.returncode != 0:
+        from testbed.inject import InjectError
+
+        try:
+            dump = json.loads(self.tb.hsdump(registrar, as_json=True, timeout=5))
+        except InjectError:
             return None
-        dump = json.loads(result.stdout)
         return {pe["pe_id"]: pe["home"] for pool in dump["pools"] for pe in pool["pool_elements"]}
 
     def dump_round(self, registrars: list[str]) -> dict[str, dict[str, str] | None]:
@@ -136,7 +133,8 @@ def once(args: argparse.Namespace, victim: str, rng: random.Random, run_root: Pa
         target = hex32(REGISTRARS[victim])
 
         def completed() -> tuple[str, dict] | None:
-            return next(((r, e) for r in survivors if (e := s.event_after(r, "takeover-completed", killed, target=target))), None)
+            found = ((r, s.event_after(r, "takeover-completed", killed, target=target)) for r in survivors)
+            return next(((r, e) for r, e in found if e), None)
 
         winner, done = wait_for("takeover-completed", completed, args.last_heard + args.no_response + 20)
         rounds: list[float] = []
@@ -145,8 +143,8 @@ def once(args: argparse.Namespace, victim: str, rng: random.Random, run_root: Pa
             start = time.time()
             views = s.dump_round(survivors)
             rounds.append(time.time() - start)
-            ok = all(v is not None and len(v) == len(s.pes) and set(v.values()) <= {hex32(REGISTRARS[r]) for r in survivors}
-                     for v in views.values())  # fmt: skip
+            homes = {hex32(REGISTRARS[r]) for r in survivors}
+            ok = all(v is not None and len(v) == len(s.pes) and set(v.values()) <= homes for v in views.values())
             return time.time() if ok else None
 
         c_at = wait_for("survivors' dumps with every PE re-homed", rehomed, 30)
@@ -161,29 +159,30 @@ def once(args: argparse.Namespace, victim: str, rng: random.Random, run_root: Pa
 
 
 def print_table(args: argparse.Namespace, results: list[dict]) -> None:
-    bound = (args.last_heard + args.no_response) * 1000
+    bound, cycle = (args.last_heard + args.no_response) * 1000, args.heartbeat * 1000
     k = args.pes_per_registrar
     print(f"Takeover after SIGKILL of a registrar: 3 registrars, {k} PE processes each ({3 * k} PEs), "
           f"backend {args.backend}; {len(results)} repeat(s), one testbed each")
-    print(f"ENRP: presence every {args.heartbeat * 1000:.0f} ms (+-12.5 %), max-time-last-heard "
-          f"{args.last_heard * 1000:.0f} ms, max-time-no-response {args.no_response * 1000:.0f} ms, takeover expiry 3 s")
+    print(f"ENRP: presence every {cycle:.0f} ms (+-12.5 %), max-time-last-heard {args.last_heard * 1000:.0f} ms, "
+          f"max-time-no-response {args.no_response * 1000:.0f} ms, takeover expiry 3 s")
     print(f"bound = max-time-last-heard + max-time-no-response = {bound:.0f} ms after the victim's last presence;")
-    print(f"presence heartbeats add up to one cycle ({args.heartbeat * 1000:.0f} ms +12.5 %): that presence came up to a "
-          f"cycle before the kill,\nso detection falls {bound - args.heartbeat * 1125:.0f}-{bound:.0f} ms after it "
-          f"(ratio {1 - args.heartbeat * 1.125 / (args.last_heard + args.no_response):.2f}-1.00); "
-          "INIT_TAKEOVER/ACK, PE associations and keep-alives add to it\n")  # fmt: skip
-    head = f"{'case':<32} {'min':>7} {'median':>7} {'max':>7} {'bound':>6} | {'ratio min':>9} {'median':>6} {'max':>5}"
+    print(f"presence heartbeats add up to one cycle ({cycle:.0f} ms +12.5 %): that presence came up to a cycle")
+    print(f"before the kill, so detection falls {bound - cycle * 1.125:.0f}-{bound:.0f} ms after it "
+          f"(ratio {1 - cycle * 1.125 / bound:.2f}-1.00);")
+    print("INIT_TAKEOVER and its ACKs, the associations to the PEs and the keep-alives come on top\n")
+    head = f"{'case':<32} {'min':>6} {'median':>6} {'max':>6} {'bound':>6} | ratio {'min':>5} {'median':>6} {'max':>5}"
     print(head)
     print("-" * len(head))
     for case in CASES:
-        v = [r[case] for r in results]
-        lo, med, hi = min(v), statistics.median(v), max(v)
-        print(f"{case:<32} {lo:>7.0f} {med:>7.0f} {hi:>7.0f} {bound:>6.0f} | {lo / bound:>9.2f} {med / bound:>6.2f} {hi / bound:>5.2f}")
+        values = [r[case] for r in results]
+        lo, med, hi = min(values), statistics.median(values), max(values)
+        print(f"{case:<32} {lo:>6.0f} {med:>6.0f} {hi:>6.0f} {bound:>6.0f} |       "
+              f"{lo / bound:>5.2f} {med / bound:>6.2f} {hi / bound:>5.2f}")
     print()
     for i, r in enumerate(results, 1):
-        print(f"#{i}: killed {r['victim']} (owned {r['owned']} PEs); winner {r['winner']} moved {r['moved']}; "
-              f"takeover-completed at {r['completions']} survivor(s); PEs' new home {', '.join(sorted(r['new_homes']))}; "
-              f"hsdump round {r['round_ms']:.0f} ms")  # fmt: skip
+        print(f"#{i}: killed {r['victim']} ({r['owned']} PEs); {r['winner']} took {r['moved']} over "
+              f"(takeover-completed at {r['completions']} survivor(s)); new home in the PEs' logs: "
+              f"{', '.join(sorted(r['new_homes']))}; hsdump round {r['round_ms']:.0f} ms")
 
 
 def default_backend() -> str:
@@ -191,10 +190,6 @@ def default_backend() -> str:
 
     status = {b.value: ok for b, (ok, _) in backend_status().items()}
     return next(b for b in ("usrsctp", "kernel-sctp", "tcp") if status.get(b))
-
-
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
 
 
 def main() -> int:
@@ -214,14 +209,15 @@ def main() -> int:
     if args.repeats < 1 or args.pes_per_registrar < 1 or min(args.heartbeat, args.last_heard, args.no_response) <= 0:
         parser.error("--repeats and --pes-per-registrar must be >= 1, timers > 0")
     args.backend = args.backend or default_backend()
-    signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM as Ctrl-C: the testbed goes down on the way out
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # as Ctrl-C: the testbed goes down
     rng, results, started = random.Random(args.seed), [], time.monotonic()
     with tempfile.TemporaryDirectory(prefix="bench-takeover-") as tmp:
         for i in range(args.repeats):
             victim = list(REGISTRARS)[i % 3]
             print(f"repeat {i + 1}/{args.repeats}: bringing a testbed up, then killing {victim} ...", file=sys.stderr)
             r = once(args, victim, rng, args.keep_runs or Path(tmp))
-            print("  " + ", ".join(f"{c.split()[0]} {r[c]:.0f} ms" for c in CASES) + f"; winner {r['winner']}", file=sys.stderr)
+            figures = ", ".join(f"{c.split()[0]} {r[c]:.0f} ms" for c in CASES)
+            print(f"  {figures}; winner {r['winner']}", file=sys.stderr)
             results.append(r)
     print_table(args, results)
     print(f"\n(took {time.monotonic() - started:.0f} s)")
@@ -229,14 +225,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except BenchError as exc:
-        print(f"bench_takeover.py: failed: {exc}", file=sys.stderr)
-        sys.exit(1)
-    except KeyboardInterrupt:
-        print("bench_takeover.py: interrupted; the testbed was taken down", file=sys.stderr)
-        sys.exit(130)
-    except Exception as exc:  # the testbed's own errors (BuildError, SupervisorError, ...): say which
-        print(f"bench_takeover.py: failed: {type(exc).__name__}: {exc}", file=sys.stderr)
-        sys.exit(1)
+    run_cli(main, "bench_takeover.py")

@@ -44,6 +44,7 @@ from nodes.sansio import (
     StartTimer,
 )
 from nodes.transport import Association, AssociationClosed, AssociationEvent, TransportError, TransportOptions
+from nodes.transport.base import LocalPortBusy
 from nodes.transport.multicast import MulticastChannel, MulticastConfig
 from nodes.wire import Protocol
 
@@ -204,10 +205,12 @@ class Driver:
 
     async def _connect(self, request: Connect) -> None:
         try:
-            assoc = await transport.connect(
-                request.addresses, request.port, local=self.local, backend=self.backend, options=self.options,
-                local_port=self.connect_port,
-            )  # fmt: skip
+            try:
+                assoc = await self._open(request, self.connect_port)
+            except LocalPortBusy as busy:  # TCP TIME_WAIT: better an association than none
+                self.log("connect-port-busy", port=self.connect_port, detail=str(busy),
+                         consequence="connected from an ephemeral port: a registrar taking over cannot reach it")  # fmt: skip
+                assoc = await self._open(request, 0)
         except Exception as exc:  # an unparsable address too: the core must hear of every failure
             self.call("connect_failed", request.key, str(exc) or type(exc).__name__, self.now())
             return
@@ -215,6 +218,10 @@ class Driver:
             assoc.abort()
             return
         self._adopt(assoc, request.key, {})
+
+    async def _open(self, request: Connect, local_port: int) -> Association:
+        return await transport.connect(request.addresses, request.port, local=self.local, backend=self.backend,
+                                       options=self.options, local_port=local_port)  # fmt: skip
 
     def _adopt(self, assoc: Association, key: Hashable | None, info: dict[str, Any]) -> None:
         assoc_id = next(self.ids)

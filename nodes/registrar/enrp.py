@@ -122,6 +122,7 @@ class Enrp(Sync, Takeover):
         self.table = PeerTable(self.me, self.options.peers)
         self.starting = True
         self.mentor: int | None = None
+        self.mentor_heard_at = 0.0  #: when the mentor's transfer last made progress
         self.cursors: dict[tuple[int, bool], deque[tuple[bytes, int]]] = {}
         self.takeovers: dict[int, set[int]] = {}  # target -> peers whose ACK is still missing
         self.takers: dict[int, int] = {}  # target -> the peer we ACKed as taking it over
@@ -212,7 +213,7 @@ class Enrp(Sync, Takeover):
             case ("enrp", "presence"):
                 return self._heartbeat()
             case ("enrp", "mentor-discovery"):
-                return self._synchronised("mentor discovery timeout") if self.starting else []
+                return self._discovery_timeout(now)
             case ("enrp", "last-heard", int() as server_id):
                 return self._last_heard(server_id)
             case ("enrp", "no-response", int() as server_id):
@@ -295,10 +296,10 @@ class Enrp(Sync, Takeover):
                                                     "port": peer.port, "via": "multicast" if assoc is None else "unicast"}))  # fmt: skip
             actions += self._send(peer, self._presence(reply=True, receiver=sender))
             actions += self._send(peer, ListRequest(sender_id=self.me, receiver_id=sender))
-            if self.starting and self.mentor is None and peer.reachable:
-                actions += self._choose_mentor(peer)
         elif msg.has_flag("reply_required") and assoc is not None:
             actions.append(Send(assoc, self._presence(receiver=sender)))
+        if self.starting and self.mentor is None and peer.reachable:
+            actions += self._choose_mentor(peer, now)  # the first heard, or the next after a refusal
         if assoc is not None and not self.starting:
             actions += self._audit(peer, msg.checksum, now)
         return actions

@@ -26,11 +26,22 @@ OWN_ONLY, REJECT, MORE = 0x01, 0x01, 0x02  #: HANDLE_TABLE_REQUEST's W; HANDLE_T
 class Sync:
     """Mixed into `Enrp`; uses its peer table, options, handlespace and `_send`."""
 
-    def _choose_mentor(self: Enrp, peer: Peer) -> list[Action]:
-        self.mentor = peer.server_id
+    def _choose_mentor(self: Enrp, peer: Peer, now: float) -> list[Action]:
+        self.mentor, self.mentor_heard_at = peer.server_id, now
         peer.request_own_only = False
         return [Emit("mentor-chosen", {"server_id": str(peer)}),
                 *self._send(peer, HandleTableRequest(sender_id=self.me, receiver_id=peer.server_id))]  # fmt: skip
+
+    def _discovery_timeout(self: Enrp, now: float) -> list[Action]:
+        """No mentor's table in time: serve with what we have.  But a transfer that is still
+        making progress (a large handlespace, a slow path) is let finish: announcing half a
+        handlespace would send pool users to a registrar that does not know most PEs."""
+        if not self.starting:
+            return []
+        quiet = now - self.mentor_heard_at
+        if self.mentor is not None and quiet < self.options.max_time_no_response:
+            return [StartTimer(("enrp", "mentor-discovery"), self.options.max_time_no_response - quiet)]
+        return self._synchronised("mentor discovery timeout")
 
     def _synchronised(self: Enrp, how: str) -> list[Action]:
         self.starting = False
@@ -89,6 +100,8 @@ class Sync:
             return [Emit("ignored", {"message": "HandleTableResponse", "reason": "not requested"})]
         if msg.has_flag("reject"):
             return self._table_rejected(peer)
+        if self.mentor == peer.server_id:
+            self.mentor_heard_at = now
         learnt, actions = 0, []
         for entry in msg.entries:
             for pe in entry.pool_elements:

@@ -102,6 +102,11 @@ class ConnectError(TransportError):
     """The association could not be set up (no answer, refused, no route)."""
 
 
+class LocalPortBusy(ConnectError):
+    """`connect(local_port=...)` could not use that port (TCP: a connection to the same peer
+    from it is still in TIME_WAIT); the caller may connect from an ephemeral port instead."""
+
+
 class AssociationClosed(TransportError):
     """The association has ended; `.event` says how (None when closed locally)."""
 

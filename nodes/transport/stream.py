@@ -27,6 +27,7 @@ from .base import (
     Backend,
     BackendUnavailable,
     ConnectError,
+    LocalPortBusy,
     Delivery,
     EventKind,
     Listener,
@@ -255,6 +256,9 @@ async def connect(remote: tuple[str, ...], port: int, *, local: tuple[str, ...],
         except TimeoutError:
             failures.append(f"{address}: no answer within {options.connect_timeout_s:g} s")
         except OSError as exc:
+            if local_port and exc.errno in (errno.EADDRNOTAVAIL, errno.EADDRINUSE):
+                sock.close()
+                raise LocalPortBusy(f"port {local_port} to {address} port {port}: {exc.strerror or exc}") from None
             failures.append(f"{address}: {exc.strerror or exc}")
         sock.close()
     raise ConnectError(f"{backend.value} connection to port {port} failed: {'; '.join(failures)}")

@@ -322,6 +322,27 @@ def test_a_late_registrar_fetches_the_whole_table_from_its_mentor_before_announc
     assert {(h, i) for h, i, _ in holdings(late)} >= {(HANDLE, pe.identifier) for pe in pes}
 
 
+def test_a_slow_transfer_from_the_mentor_is_let_finish_past_the_discovery_timeout() -> None:
+    """The mentor discovery timeout ends a start-up without a mentor, not a transfer that is
+    progressing: 2,000 PEs at 16 per response over 50 ms one-way take ~12 s, the timeout is
+    3 s, and the new registrar must not announce itself with part of the handlespace."""
+    net = scope(2, settle=0.0)
+    net.latency = 0.05
+    pes = [make_pe(5000 + i, 0x100, pe_address(i)) for i in range(2000)]
+    for name in ("r1", "r2"):
+        for pe in pes:
+            core(net, name).handlespace.register(HANDLE, pe)
+    net.run_for(3.0)
+    slow = EnrpOptions(**{**FAST.__dict__, "mentor_discovery_timeout": 3.0, "max_elements_per_ht": 16})
+    for name in ("r1", "r2"):
+        core(net, name).enrp.options = slow  # the mentor cuts its answers at 16 PEs
+    add_registrar(net, "r3", slow)
+    net.run_for(20.0)
+    [synchronised] = net.nodes["r3"].emitted("synchronised")
+    assert synchronised["how"].startswith("from mentor") and synchronised["pool_elements"] == 2000, synchronised
+    assert times(net.nodes["r3"], "synchronised")[0] - times(net.nodes["r3"], "mentor-chosen")[0] > 3.0
+
+
 def test_messages_queued_for_a_peer_are_sent_even_if_the_peer_connected_to_us_first() -> None:
     """Both registrars connect to each other at once and the peer's PRESENCE arrives on its
     association before ours is up: what we queued for it (the mentor's HANDLE_TABLE_REQUEST
