@@ -7,6 +7,7 @@ topology is brought up and down once.  Assertions are on what was measured and i
 from __future__ import annotations
 
 import re
+import statistics
 import subprocess
 import sys
 import time
@@ -73,8 +74,10 @@ def ping(tb: Testbed, host: str, address: str, *args: str) -> str:
     return result.stdout
 
 
-def rtt_avg(output: str) -> float:
-    return float(re.search(r"= [\d.]+/([\d.]+)/", output).group(1))
+def rtt_median(output: str) -> float:
+    """The median of the replies' times: one reply held up by the scheduler of a loaded CI
+    machine (84 ms once, among nineteen of 41-46 ms) must not move the figure as the mean does."""
+    return statistics.median(float(t) for t in re.findall(r"time=([\d.]+) ms", output))
 
 
 def loss_pct(output: str) -> float:
@@ -87,13 +90,13 @@ def address(tb: Testbed, host: str, index: int = 0) -> str:
 
 def test_20ms_link_measures_40ms_round_trip(lab):
     out = ping(lab, "h1", address(lab, "slow"), "-c", "20", "-i", "0.05")
-    assert 35 <= rtt_avg(out) <= 45, out
+    assert 35 <= rtt_median(out) <= 45, out
     # from the shaped host itself, timed in user space (`-U`): the kernel stamps arrivals
     # before the ingress half of the delay line, so plain ping there would show 20 ms
     out = ping(lab, "slow", address(lab, "h1"), "-U", "-c", "20", "-i", "0.05")
-    assert 35 <= rtt_avg(out) <= 45, out
+    assert 35 <= rtt_median(out) <= 45, out
     # the other path of the same host is not delayed
-    assert rtt_avg(ping(lab, "h1", address(lab, "slow", 1), "-c", "5", "-i", "0.05")) < 5
+    assert rtt_median(ping(lab, "h1", address(lab, "slow", 1), "-c", "5", "-i", "0.05")) < 5
 
 
 def test_what_was_installed_is_reported_and_in_the_kernel(lab):
@@ -122,7 +125,7 @@ def test_10pct_loss_link_loses_10pct_of_1000_pings(lab):
 
 def test_domains_reach_each_other_through_routed_links(lab):
     out = ping(lab, "h1", address(lab, "far"), "-c", "5", "-i", "0.05")
-    assert loss_pct(out) == 0 and 8 <= rtt_avg(out) <= 15, out  # 5 ms each way on the domain link
+    assert loss_pct(out) == 0 and 8 <= rtt_median(out) <= 15, out  # 5 ms each way on the domain link
     trace = lab.exec("far", ["ip", "route", "get", address(lab, "h2")]).stdout
     assert "via 10.2.1.1" in trace
 
@@ -219,5 +222,5 @@ def test_shipped_topology_comes_up_and_down(name, tmp_path):
             # cores, the (Python) delay lines run late.  Measure once every PE has registered.
             wait_registered(tb, sum(1 for p in tb.plan.processes().values() if p.kind == "pool-element"))
             out = ping(tb, "pu-as1", address(tb, "reg-as3"), "-c", "5", "-i", "0.1")
-            assert 45 <= rtt_avg(out) <= 65, out  # AS1-AS2-AS3: (10 + 15) ms each way
+            assert 45 <= rtt_median(out) <= 65, out  # AS1-AS2-AS3: (10 + 15) ms each way
     assert_run_gone(run_id)
