@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from . import cli_run
+from . import cli_query, cli_run
 
 app = typer.Typer(
     help="vnfpool-testbed: emulate pooled and chained VNFs (RSerPool, SFC, ALTO) on one machine.",
@@ -137,6 +137,7 @@ def clean(run: str = typer.Option(None, "--run", help="Only this run id (default
 
 
 cli_run.register(app)
+cli_query.register(app)
 
 
 if __name__ == "__main__":

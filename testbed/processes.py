@@ -65,16 +65,29 @@ def context(plan: Plan, proc: Process) -> dict:
     }
 
 
-def write_config(plan: Plan, proc: Process, config_dir: Path) -> Path:
+def write_config(plan: Plan, proc: Process, config_dir: Path, host_pids: dict[str, int] | None = None) -> Path:
     config_dir.mkdir(parents=True, exist_ok=True)
     path = config_dir / f"{proc.name}.json"
     config = context(plan, proc)
     if proc.kind == "pool-element":
         config["pool_secret"] = pool_secret(config_dir, proc.spec.handle)
+    if proc.kind == "monitor":
+        config |= monitor_context(plan, proc, config_dir, host_pids or {})
     path.write_text(json.dumps(config, indent=2) + "\n")
     if proc.kind == "pool-element":
         path.chmod(0o600)
     return path
+
+
+def monitor_context(plan: Plan, proc: Process, config_dir: Path, host_pids: dict[str, int]) -> dict:
+    """What only the monitor needs: every host it measures (addresses and the PID of a process
+    in its namespace: the monitor measures CPU and probes delays from there), and a Unix socket
+    for its API, reachable from the root namespace (`testbed query`) where TCP in its host is not."""
+    hosts = {
+        name: {"domain": h.domain, "addresses": [str(i.address.ip) for i in h.interfaces], "pid": host_pids.get(name)}
+        for name, h in plan.hosts.items()
+    }  # fmt: skip
+    return {"hosts": hosts, "socket": str(config_dir.parent / f"{proc.name}.sock")}
 
 
 def pool_secret(config_dir: Path, handle: str) -> str:
@@ -87,13 +100,13 @@ def pool_secret(config_dir: Path, handle: str) -> str:
     return hmac.new(bytes.fromhex(run_secret.read_text()), handle.encode(), hashlib.sha256).hexdigest()
 
 
-def launch(plan: Plan, proc: Process, config_dir: Path) -> Launch:
+def launch(plan: Plan, proc: Process, config_dir: Path, host_pids: dict[str, int] | None = None) -> Launch:
     spec = proc.spec
     if proc.kind == "command":
         command = spec.command
         argv = ["/bin/sh", "-c", command] if isinstance(command, str) else list(command)
         return Launch(argv + list(spec.args), None)
-    config = write_config(plan, proc, config_dir)
+    config = write_config(plan, proc, config_dir, host_pids)
     module = MODULES[proc.kind]
     if module_available(module):
         return Launch([sys.executable, "-m", module, "--config", str(config), *spec.args], None)

@@ -147,7 +147,9 @@ class AltoServer(ProcessBase):
 
 class Monitor(ProcessBase):
     kind: Literal["monitor"]
-    port: int = Field(9100, ge=1, le=65535)
+    port: int = Field(9100, ge=1, le=65535, description="HTTP API port inside its host")
+    vnffg: str | None = Field(None, description="nested VNFFG (YAML or TOSCA); relative paths: to the repository")
+    options: dict[str, str | int | float | bool] = {}
 
 
 class Command(ProcessBase):

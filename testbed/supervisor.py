@@ -67,8 +67,10 @@ class Supervisor:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.lock = threading.RLock()
         self.managed: dict[str, Managed] = {}
-        for name, proc in plan.processes().items():
-            self.managed[name] = Managed(proc, processes.launch(plan, proc, self.config_dir),
+        procs = plan.processes()
+        pids = {h: host_pid(h) for h in plan.hosts} if any(p.kind == "monitor" for p in procs.values()) else None
+        for name, proc in procs.items():
+            self.managed[name] = Managed(proc, processes.launch(plan, proc, self.config_dir, pids),
                                          self.log_dir / f"{name}.log")  # fmt: skip
 
     def get(self, name: str) -> Managed:

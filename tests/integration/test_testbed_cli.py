@@ -31,7 +31,7 @@ domains:
       h2:
         processes:
           - registrar: {{name: registrar-{tag}}}
-          - monitor: {{name: monitor-{tag}}}
+          - monitor: {{name: monitor-{tag}, vnffg: monitor/examples/figure1.yaml}}
   D2:
     hosts:
       h3: {{}}
@@ -42,6 +42,17 @@ links:
 
 def run_testbed(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*TESTBED, *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+
+
+def _query(run_id: str, text: str) -> dict:
+    deadline = time.monotonic() + 20
+    while True:  # the monitor needs a moment to listen
+        out = run_testbed("query", "--run", run_id, text, "--json")
+        if out.returncode == 0 or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert out.returncode == 0, out.stdout + out.stderr
+    return json.loads(out.stdout)
 
 
 def test_bad_topology_gets_a_precise_error(tmp_path):
@@ -72,7 +83,11 @@ def test_detached_run_then_kill_9_then_clean(tmp_path):
             f"sleeper-{tag}": "running", f"registrar-{tag}": "running", f"monitor-{tag}": "running"}
         placeholders = {p["name"]: p["placeholder"] for p in state["processes"]}
         assert placeholders[f"registrar-{tag}"] is None  # the real registrar
-        assert placeholders[f"monitor-{tag}"]  # honest about what is not implemented yet
+        assert placeholders[f"monitor-{tag}"] is None  # the real monitor
+        leaves = _query(info.run_id, "leaf NF1")  # through the monitor's Unix socket, from the root namespace
+        assert sorted(row[1] for row in leaves["rows"]) == ["vm1", "vm2", "vm3", "vm7", "vm8"], leaves
+        unmeasured = _query(info.run_id, "max_cpu NF1")  # Figure 1's VMs are not hosts of this run
+        assert unmeasured["rows"] == [] and "cpu of vm1" in unmeasured["missing"], unmeasured
         out = run_testbed("exec", "--run", info.run_id, "h3", "--", "ping", "-c", "2", "-i", "0.1", "10.1.2.10")
         assert out.returncode == 0 and "2 received" in out.stdout, out.stdout + out.stderr
         scenario = tmp_path / "s.yaml"
