@@ -4,7 +4,8 @@
 with `--vnffg FILE --host NAME=PID[,ADDR] ...`.  It samples every host's CPU each interval and
 probes the delays that queries ask for (`monitor.collectors`), keeps them in a store with a
 freshness window (`monitor.tsdb`), and answers over HTTP, on its TCP port inside its host and
-on a Unix socket in the run directory that `testbed query` reaches from the root namespace:
+on a Unix socket beside the run's control socket that `testbed query` reaches from the root
+namespace:
 
     GET  /query?q=max_cpu+NF1                 the answer tuples, as JSON
     POST /query  {"query": ..., "program": ...} with rules of the caller's own

@@ -91,11 +91,12 @@ def _live(text: str, run: str | None, monitor: str | None) -> dict[str, Any]:
         info = runs.find(run)
     except runs.RunError as exc:
         return {"error": f"{exc} (or query offline: --program/--facts/--vnffg/--metrics)"}
-    sockets = sorted(Path(info.run_dir).glob("*.sock"))
+    sockets = sorted(runs.REGISTRY.glob(f"{info.run_id}.*.sock"))
+    names = [s.name.removeprefix(f"{info.run_id}.").removesuffix(".sock") for s in sockets]
     if monitor:
-        sockets = [s for s in sockets if s.stem == monitor]
+        sockets = [s for s, n in zip(sockets, names) if n == monitor]
     if len(sockets) != 1:
-        names = ", ".join(s.stem for s in sockets) or "none"
+        names = ", ".join(names) or "none"
         return {"error": f"run {info.run_id}: {'several monitors, choose with --monitor' if sockets else 'no monitor is running'} ({names})"}
     return asyncio.run(_ask(sockets[0], text))
 

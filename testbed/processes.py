@@ -82,12 +82,20 @@ def write_config(plan: Plan, proc: Process, config_dir: Path, host_pids: dict[st
 def monitor_context(plan: Plan, proc: Process, config_dir: Path, host_pids: dict[str, int]) -> dict:
     """What only the monitor needs: every host it measures (addresses and the PID of a process
     in its namespace: the monitor measures CPU and probes delays from there), and a Unix socket
-    for its API, reachable from the root namespace (`testbed query`) where TCP in its host is not."""
+    for its API, reachable from the root namespace (`testbed query`) where TCP in its host is not.
+    The socket lives beside the run's control socket: a run directory may be too deep for the
+    108 bytes a socket path may have."""
     hosts = {
         name: {"domain": h.domain, "addresses": [str(i.address.ip) for i in h.interfaces], "pid": host_pids.get(name)}
         for name, h in plan.hosts.items()
     }  # fmt: skip
-    return {"hosts": hosts, "socket": str(config_dir.parent / f"{proc.name}.sock")}
+    return {"hosts": hosts, "socket": str(monitor_socket(plan.run_id, proc.name))}
+
+
+def monitor_socket(run_id: str, name: str) -> Path:
+    from . import runs
+
+    return runs.REGISTRY / f"{run_id}.{name}.sock"
 
 
 def pool_secret(config_dir: Path, handle: str) -> str:

@@ -17,6 +17,7 @@ import pytest
 
 from testbed.api import Testbed
 from testbed.cli_query import _ask
+from testbed.processes import monitor_socket
 from tests.netlab import needs_root
 
 pytestmark = [pytest.mark.netns, needs_root]
@@ -26,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[2]
 class Monitor:
     def __init__(self, tb: Testbed) -> None:
         self.tb = tb
-        self.socket = Path(tb.run_dir) / "monitor.sock"  # type: ignore[arg-type]
+        self.socket = monitor_socket(tb.plan.run_id, "monitor")  # type: ignore[union-attr]
 
     def ask(self, text: str) -> dict:
         answer = asyncio.run(_ask(self.socket, text))
