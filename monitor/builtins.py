@@ -61,9 +61,10 @@ are registered later, as long as those rules are not evaluated).  A malformed ag
 function is re-raised as `CallError` naming the function and the rule, with the original as its
 cause.
 
-Evaluation count.  Within one evaluation (one query, or one materialization), a call with a
-relation argument or to a non-`fn_` function is computed at most once for each distinct set of
-inputs (term values and group-variable values): R4 calls f_max_cpu once per X, not once per leaf.
+Evaluation count.  Within one evaluation (one query, or one materialization), each call site with
+a relation argument or a non-`fn_` function is computed at most once for each distinct set of
+inputs (term values and group-variable values): R4 calls f_max_cpu once per X, not once per leaf,
+and a recursive rule's call is not repeated in later semi-naive rounds.
 """
 
 from __future__ import annotations
@@ -72,6 +73,7 @@ import math
 import operator
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any, Union
 
 from monitor.ast import Atom, Const, Var
@@ -271,3 +273,138 @@ def user_set(bindings: Iterable[tuple], width: int) -> frozenset:
         return frozenset(b[0] for b in bindings)
     return frozenset(bindings)
 
+
+# ------------------------------------------------------------------------------ evaluation
+
+
+Binding = tuple
+"""The values of a rule's bound variables, at the positions `slots` gives."""
+
+RelationAccess = Callable[[RelArg], tuple[Callable[[Binding], Any], Mapping[Any, list[tuple]]]]
+"""For a relation argument: a binding's key (its group values), and the index from a key to the
+bindings of the local variables (the engine's view of the relation)."""
+
+_OPS: dict[str, Callable[[Any, Any], bool]] = {
+    "==": operator.eq, "!=": operator.ne, "<": operator.lt,
+    "<=": operator.le, ">": operator.gt, ">=": operator.ge,
+}
+
+
+def comparison(op: str, left: Callable[[Binding], Any], right: Callable[[Binding], Any]) -> Callable[[Binding], bool]:
+    """A test: false when a side has no value, or when Python cannot order the two values."""
+    test = _OPS[op]
+
+    def check(b: Binding) -> bool:
+        lv = left(b)
+        if lv is None:
+            return False
+        rv = right(b)
+        if rv is None:
+            return False
+        try:
+            return test(lv, rv)
+        except TypeError:  # a number against a name: not ordered, so not true
+            return False
+
+    return check
+
+
+class ExprCompiler:
+    """Turns expressions of one rule into functions of a binding, by the rules above."""
+
+    def __init__(self, slots: Mapping[str, int], access: RelationAccess, library: FunctionLibrary, where: str,
+                 memo: Callable[[FnCall], dict] | None = None):
+        """`memo(call)`: the memo of a call site, shared by all the compiled versions of its rule
+        in one evaluation (a fresh one per call when not given)."""
+        self.slots, self.access, self.library, self.where = slots, access, library, where
+        self.memo = memo or (lambda call: {})
+
+    def expr(self, e: Expr) -> Callable[[Binding], Any]:
+        if isinstance(e, Var):
+            return itemgetter(self.slots[e.name])
+        if isinstance(e, Const):
+            value = e.value
+            return lambda b: value
+        if isinstance(e, FnCall):
+            return self.aggregate(e) if e.name in AGGREGATES else self.call(e)
+        raise CallError(f"relation {e} can only be a call's argument, in {self.where}")
+
+    def call(self, e: FnCall) -> Callable[[Binding], Any]:
+        fn = self.library.lookup(e.name)
+        if fn is None:
+            raise UnknownFunctionError(f"unknown function {e.name!r} in {self.where}: not built in and "
+                                       "not registered in the FunctionLibrary")
+        inputs, makers = [], []
+        for a in e.args:
+            if isinstance(a, RelArg):
+                keyf, index = self.access(a)
+                inputs.append(keyf)
+                makers.append(lambda k, index=index, width=len(a.local_vars): user_set(index.get(k, ()), width))
+            else:
+                inputs.append(self.expr(a))
+                makers.append(None)
+        memo: dict | None = None if e.name.startswith("fn_") and not any(makers) else self.memo(e)
+        where = self.where
+
+        def value(b: Binding) -> Any:
+            key = tuple(f(b) for f in inputs)
+            if None in key:
+                return None
+            if memo is not None and key in memo:
+                return memo[key]
+            args = [m(k) if m else k for m, k in zip(makers, key)]
+            try:
+                result = fn(*args)
+            except Exception as exc:
+                raise CallError(f"{e.name} failed in {where}: {type(exc).__name__}: {exc}") from exc
+            if memo is not None:
+                memo[key] = result
+            return result
+
+        return value
+
+    def aggregate(self, e: FnCall) -> Callable[[Binding], Any]:
+        rel = next(a for a in e.args if isinstance(a, RelArg))
+        terms = [self.expr(a) for a in e.args if not isinstance(a, RelArg)]
+        keyf, index = self.access(rel)
+        last, label = self._last_and_label(rel)
+        memo = self.memo(e)
+        where = self.where
+
+        def value(b: Binding) -> Any:
+            key = (tuple(t(b) for t in terms), keyf(b))
+            if None in key[0]:
+                return None
+            if key in memo:
+                return memo[key]
+            try:
+                result = aggregate(e.name, key[0], index.get(key[1], ()), last(b), label)
+            except (TypeError, ValueError) as exc:
+                raise CallError(f"{e.name} failed in {where}: {exc}") from exc
+            memo[key] = result
+            return result
+
+        return value
+
+    def _last_and_label(self, rel: RelArg) -> tuple[Callable[[Binding], Callable[[tuple], Any]], Callable]:
+        """For a binding of the enclosing rule: how to read an aggregated binding's value (the
+        atom's last argument), and the name topn/bottomn pair it with (the other local values)."""
+        local = rel.local_vars
+        last_arg = rel.atom.args[-1] if rel.atom.args else Const(None)  # type: ignore[arg-type]
+        if isinstance(last_arg, Var) and last_arg.name in local:
+            getter = itemgetter(local.index(last_arg.name))
+            names = [i for i, v in enumerate(local) if v != last_arg.name]
+
+            def last(b: Binding) -> Callable[[tuple], Any]:
+                return getter
+        else:
+            outer = self.expr(last_arg)  # a constant or a group variable: one value per call
+            names = list(range(len(local)))
+
+            def last(b: Binding) -> Callable[[tuple], Any]:
+                value = outer(b)
+                return lambda o: value
+
+        if len(names) == 1:
+            return last, itemgetter(names[0])
+        return last, lambda o: tuple(o[i] for i in names)

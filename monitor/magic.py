@@ -5,22 +5,32 @@ compute the closure of the whole graph.  Bottom-up evaluation of the rewritten p
 each derived predicate `p` is specialised to an adornment (which arguments arrive bound, `p#bf`),
 and a magic predicate `p#bf#magic` holds the bound values actually asked for, starting from the
 goal's constants (the seed) and passed sideways, left to right in the order the planner gives the
-body (`stratify.plan_body` with the head's bound variables):
+body (`stratify.plan_body` with the head's bound variables).  Same generation, X bound:
 
-    child(X, Y) <= sub(X, Z), child(Z, Y)          with X bound becomes
-    child#bf#sup1_1(X, Z) <= child#bf#magic(X), sub(X, Z)     (supplementary: the prefix, once)
-    child#bf#magic(Z) <= child#bf#sup1_1(X, Z)                 (who else is asked about)
-    child#bf(X, Y) <= child#bf#sup1_1(X, Z), child#bf(Z, Y)
+    sg(X, Y) <= parent(X, Z), sg(Z, W), parent(Y, W)      becomes
+    sg#bf#sup0_1(X, Z) <= sg#bf#magic(X), parent(X, Z)     (supplementary: the prefix, once)
+    sg#bf#magic(Z) <= sg#bf#sup0_1(X, Z)                    (the calls the rule makes)
+    sg#bf(X, Y) <= sg#bf#sup0_1(X, Z), sg#bf(Z, W), parent(Y, W)
 
 A supplementary predicate stores the join of a rule's prefix (projected on the variables still
-needed) where a magic rule and the rest of the rule both need it, so that it is computed once.
+needed) where a magic rule and the rest of the rule both need it, so that it is computed once.  A
+magic atom a rule already asked for from a shorter prefix is not asked again.
+
+Right-linear predicates (the draft's R1-R2) take a shortcut (`_Rewriter.right_linear`): the free
+arguments pass through the recursive call unchanged, so its answers are the caller's, and a
+context predicate links each entry call S to the calls it reaches:
+
+    child#bf#ctx(S, S) <= child#bf#magic(S)
+    child#bf#ctx(S, Z) <= child#bf#ctx(S, X), sub(X, Z)
+    child#bf(S, Y) <= child#bf#ctx(S, X), sub(X, Y)
 
 Negation and aggregation.  A negated literal or a call's relation argument needs its relation
 complete for the bound context.  With `through_negation` they get adornments and magic seeds of
 their own, like positive literals (`~sub(Y, Z)` with Y bound reads `sub#bf`, complete for every Y
-its magic predicate holds).  That can make the rewritten program unstratifiable (a magic predicate
-fed through the negation of something it feeds), so `magic_program` checks the rewritten program
-and otherwise rewrites again without: negated and aggregated predicates are then read from their
+its magic predicate holds), and the sideways order places them after the positive literals where
+it can.  That can still make the rewritten program unstratifiable (a magic predicate fed through
+the negation of something it feeds), so `magic_program` checks the rewritten program and
+otherwise rewrites again without: negated and aggregated predicates are then read from their
 fully materialized relations, and since those never depend on the rewritten ones the program is
 stratified by construction.  A literal whose adornment is all free also reads the full relation.
 """

@@ -422,22 +422,18 @@ def _pick(rule: NRule, shape: _Shape, todo: list[int], bound: set[str],
     assign: Step | None = None
     for i in todo:
         item = rule.body[i]
-        positive = isinstance(item, Literal) and not item.negated
-        if not positive and shape.needs[i] <= bound:
+        if isinstance(item, Literal) and not item.negated:
+            args = item.atom.args
+            nbound = sum(1 for a in args if not isinstance(a, Var) or a.name in bound)
+            if nbound == len(args):
+                return (i, None)  # a membership test
+            score = (nbound, -(cost(item.atom.predicate) if cost else 0.0), -i)
+            if best is None or score > best[0]:
+                best = (score, i)
+        elif shape.needs[i] <= bound:
             return (i, None)  # a test or a negation, ready: run it now
-        if not positive:
-            for var, needs in shape.assigns[i]:
-                if assign is None and var not in bound and needs <= bound:
-                    assign = (i, var)
-            continue
-        args = item.atom.args  # type: ignore[union-attr]
-        nbound = sum(1 for a in args if isinstance(a, Const) or a.name in bound)  # type: ignore[union-attr]
-        pred = item.atom.predicate  # type: ignore[union-attr]
-        score = (nbound, -(cost(pred) if cost else 0.0), -i)
-        if nbound == len(args):
-            return (i, None)  # a membership test
-        if best is None or score > best[0]:
-            best = (score, i)
+        elif assign is None:
+            assign = next(((i, v) for v, needs in shape.assigns[i] if v not in bound and needs <= bound), None)
     if assign is not None:
         return assign
     return (best[1], None) if best else None

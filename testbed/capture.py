@@ -17,6 +17,8 @@ from pathlib import Path
 from .builder import RUN_ENV, Network
 
 
+DRAIN_S = 0.25  #: s given to tcpdump to write what it has buffered before it is stopped
+
 class CaptureError(ValueError):
     pass
 
@@ -79,6 +81,11 @@ class Captures:
     def stop(self) -> list[dict]:
         """Stop every capture; return each file with its packet count as tcpdump reports it."""
         stopped = []
+        if self.running:
+            # SIGINT breaks tcpdump's loop: what the kernel still buffers for it is dropped.  A
+            # moment first lets it take the packets that just went by (CI lost the last one of a
+            # ping that had only just returned).
+            time.sleep(DRAIN_S)
         for key, (proc, path) in self.running.items():
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGINT)

@@ -291,6 +291,18 @@ def test_function_without_a_value_does_not_fire() -> None:
     assert both(engine, atom("inv", X, Y)) == [(1, 1.0), (2, 0.5), (4, 0.25)]
 
 
+def test_calls_are_memoized_across_semi_naive_rounds() -> None:
+    calls = []
+    library = FunctionLibrary({"f_limit": lambda k: calls.append(k) or 10})
+    program = Program(rules=(
+        rule(atom("r", 0)),
+        rule(atom("r", Y), lit("r", X), lit("e", X, Y), cmp(Y, "<", call("f_limit", "hops"))),
+    ))
+    engine = Engine(program, facts("e", *[(i, i + 1) for i in range(20)]), library)
+    assert both(engine, atom("r", X)) == [(i,) for i in range(10)]
+    assert calls == ["hops"]  # once, not once per round and rule version (and r is kept: no 2nd call)
+
+
 # -------------------------------------------------------------------------------- comparisons
 
 
@@ -461,3 +473,44 @@ def test_reset_forgets_derived_relations() -> None:
     assert engine.last_stats is not None and engine.last_stats.rows("path") == 1
     assert engine.evaluate_all()["edge"] == {(1, 2)}
     assert engine.relation("nosuch") == set()
+
+
+# ---------------------------------------------------------------- with the parser, if there is one
+
+DRAFT_7_1 = """
+F1: sub(NF1, VNF1-1, VNF1-2), sub(NF2, VNF2-1, VNF2-2),
+sub(VNF1-1, VNF1-3, vm1), sub(VNF1-2, vm2, vm3),
+sub(VNF1-3, vm7, vm8), sub(VNF2-1, vm4, vm5),
+sub(VNF2-2, vm6, VNF2-3), sub(VNF2-3, vm9, vm10)
+F2: link(NF1, NF2), link (VNF1-3, vm1), link(vm2, vm3),
+link(vm3, vm4), link(vm4,vm5), link(vm5,vm6),
+link(vm6, VNF2-3), link(vm7, vm8), link(vm9, vm10)
+R1: child(X,Y) <= sub(X,Z), child(Z,Y)
+R2: child(X,Y) <= sub(X,Y)
+R3: leaf(X,Y) <= child(X,Y), ~sub(Y,Z)
+R4: in_leaf(X, Y) <= leaf(X, Y) & ~link(M, Y)
+R5: out_leaf(X, Y) <= leaf(X, Y) & ~link(Y, M)
+R6: e2e_delay(S,D,P) <= link(S,D), P == f_e2e_delay(in_leaf(S,Y),
+out_leaf(D,Z))
+query(e2e_delay, NF1, NF2)
+"""
+DRAFT_7_2_RULES = """
+R1: child(X,Y) <= sub(X,Z), child(Z,Y)
+R2: child(X,Y) <= sub(X,Y)
+R3: leaf(X,Y) <= child(X,Y), ~sub(Y,Z)
+R4: max_cpu(X,C) <= leaf(X,Y), C == f_max_cpu(leaf(X,Y))
+R5: mean_cpu (X,C) <= leaf(X, Y), C == f_mean_cpu(leaf(X,Y))
+Query(max_cpu, NF1)
+"""
+
+
+def test_the_drafts_own_scripts_parsed() -> None:
+    parser = pytest.importorskip("monitor.parser")
+    program = parser.parse_program(DRAFT_7_1)
+    metrics = FakeMetrics()
+    engine = Engine(program, library=metrics.library())
+    assert engine.query(program.queries[0]) == [("NF1", "NF2", 26.0)]
+    assert metrics.calls == [("f_e2e_delay", (frozenset({"vm2", "vm7"}), frozenset({"vm10"})))]
+    cpu = parser.parse_program(DRAFT_7_2_RULES, constants=[c for x, ys in SUB.items() for c in [x, *ys]])
+    engine = Engine(Program(F1, cpu.rules), library=FakeMetrics().library())
+    assert engine.query(cpu.queries[0]) == [("NF1", 80.0)]
