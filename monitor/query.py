@@ -61,6 +61,7 @@ class Answerer:
         # indexed once; each query starts from them afresh (the measurements change).
         self.engines: dict[tuple[str, str | None], Engine] = {}
         self.lock = threading.Lock()  # the HTTP API answers in threads; engines are not shared safely
+        self.parsed: dict[str, Program] = {}  # template rules, parsed once (lark costs ms per query)
 
     def answer(self, text: str, program: str = "") -> Answer:
         with self.lock:
@@ -83,7 +84,7 @@ class Answerer:
         key = (program, template)
         engine = self.engines.get(key)
         if engine is None:
-            rules = user if template is None else parse_program(template, constants=self.constants) + user
+            rules = user if template is None else self._parsed(template) + user
             engine = Engine(Program(self.facts + rules.facts, rules.rules), functions=self.library)
             if len(self.engines) >= MAX_ENGINES:  # callers' programs vary: keep the newest few
                 self.engines.pop(next(iter(self.engines)))
@@ -113,6 +114,12 @@ class Answerer:
         return Atom(atom.predicate, atom.args + free), rules_text
 
 
+    def _parsed(self, rules: str) -> Program:
+        program = self.parsed.get(rules)
+        if program is None:
+            program = self.parsed[rules] = parse_program(rules, constants=self.constants)
+        return program
+
     def _template_defining(self, predicate: str) -> tuple[str | None, int | None]:
         """The template named so, else the first whose rules define the predicate (`in_leaf`
         comes with `e2e_delay`): (its rules, the predicate's arity), or (None, None)."""
@@ -120,7 +127,7 @@ class Answerer:
         candidates = [named] if named else [self.templates.get(n) for n in self.templates.names()]
         for template in candidates:
             assert template is not None
-            arity = _arity_in(parse_program(template.rules, constants=self.constants), predicate)
+            arity = _arity_in(self._parsed(template.rules), predicate)
             if arity is not None:
                 return template.rules, arity
         return None, None

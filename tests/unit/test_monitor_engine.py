@@ -12,6 +12,7 @@ import pytest
 from monitor.ast import Atom, Call, Comparison, Const, Fact, Literal, Position, Program, Query, Rule, Term, Var
 from monitor.builtins import CallError, FunctionLibrary, UnknownFunctionError
 from monitor.engine import ArityError, Engine, EngineError, SafetyError, StratificationError
+from tests.monitor_samples import SAMPLE_E2E
 
 X, Y, Z, M, S, D, P, C, N, V, W = (Var(n) for n in "X Y Z M S D P C N V W".split())
 
@@ -477,23 +478,7 @@ def test_reset_forgets_derived_relations() -> None:
 
 # ---------------------------------------------------------------- with the parser, if there is one
 
-DRAFT_7_1 = """
-F1: sub(NF1, VNF1-1, VNF1-2), sub(NF2, VNF2-1, VNF2-2),
-sub(VNF1-1, VNF1-3, vm1), sub(VNF1-2, vm2, vm3),
-sub(VNF1-3, vm7, vm8), sub(VNF2-1, vm4, vm5),
-sub(VNF2-2, vm6, VNF2-3), sub(VNF2-3, vm9, vm10)
-F2: link(NF1, NF2), link (VNF1-3, vm1), link(vm2, vm3),
-link(vm3, vm4), link(vm4,vm5), link(vm5,vm6),
-link(vm6, VNF2-3), link(vm7, vm8), link(vm9, vm10)
-R1: child(X,Y) <= sub(X,Z), child(Z,Y)
-R2: child(X,Y) <= sub(X,Y)
-R3: leaf(X,Y) <= child(X,Y), ~sub(Y,Z)
-R4: in_leaf(X, Y) <= leaf(X, Y) & ~link(M, Y)
-R5: out_leaf(X, Y) <= leaf(X, Y) & ~link(Y, M)
-R6: e2e_delay(S,D,P) <= link(S,D), P == f_e2e_delay(in_leaf(S,Y),
-out_leaf(D,Z))
-query(e2e_delay, NF1, NF2)
-"""
+DRAFT_7_1 = SAMPLE_E2E  # section 7.1, verbatim
 DRAFT_7_2_RULES = """
 R1: child(X,Y) <= sub(X,Z), child(Z,Y)
 R2: child(X,Y) <= sub(X,Y)
