@@ -23,7 +23,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from . import builder, capabilities, cleanup, inject, runs
+from . import builder, capabilities, cleanup, inject, runs, sfc, sfc_api
 from .capture import Captures
 from .plan import Plan, build_plan
 from .schema import Topology, load
@@ -64,6 +64,7 @@ class Testbed:
             self.progress("probing this kernel's capabilities")
             found = capabilities.by_name(capabilities.probe_all())
             self.plan = build_plan(self.topology, run_id)
+            self.plan.ports = sfc.allocate_ports(self.plan)
             choices = builder.choose(self.plan, found)
             self.progress(f"switches: {choices.switch} ({choices.switch_reason})")
             self.progress(f"link shaping: {choices.shaping} ({choices.shaping_reason})")
@@ -71,7 +72,13 @@ class Testbed:
             self.info.started_ovs = choices.started_ovs
             runs.register(self.info)
             self.captures = Captures(self.run_dir / "captures")
-            self.supervisor = Supervisor(self.plan, self.network.host_pid, self.run_dir)
+            facts = sfc.Facts({h: self.network.host_pid(h) for h in self.plan.hosts}, self.network.macs(),
+                              self.plan.ports)  # fmt: skip
+            self.supervisor = Supervisor(self.plan, self.network.host_pid, self.run_dir, facts)
+            if "controller" in self.supervisor.managed:
+                self.progress(f"starting the SFC controller (os-ken, OpenFlow on 127.0.0.1:{self.plan.ports['openflow']})")
+                self.supervisor.start("controller")
+                sfc_api.wait_switches(self.plan, self.supervisor.get("controller"))
             self.progress(f"starting {len(self.supervisor.managed)} processes")
             self.supervisor.start_all()
             self._write_state()
@@ -183,6 +190,29 @@ class Testbed:
             raise inject.InjectError(f"no host {name!r} (hosts: {', '.join(self.plan.hosts)})")
         return name
 
+    # -- service function chaining ----------------------------------------------------------
+
+    def sfc_paths(self, functions: Sequence[str], **constraints: Any) -> dict:
+        """Ranked multi-domain service function paths from the platform (`GET /sxp/paths`)."""
+        return sfc_api.paths(self._sfc_plan(), functions, **constraints)
+
+    def sfc_chains(self) -> list[dict]:
+        """The chains the controller installed, with their paths and instances."""
+        return sfc_api.chains(self._sfc_plan())
+
+    def sfc_cost(self, a: str, b: str, routingcost: float | None) -> dict:
+        """Override the ALTO routingcost between two domains (or of one domain, a == b); None resets."""
+        return sfc_api.set_cost(self._sfc_plan(), a, b, routingcost)
+
+    def switch_restart(self, switch: str) -> dict:
+        """A switch reboot: its controller connection drops and its flow table is lost."""
+        return sfc_api.switch_restart(self._sfc_plan(), switch)
+
+    def _sfc_plan(self) -> Plan:
+        self._net()
+        assert self.plan is not None
+        return self.plan
+
     # -- faults -----------------------------------------------------------------------------
 
     def kill(self, process: str) -> dict:
@@ -245,4 +275,5 @@ class Testbed:
 
 #: What a remote client may call (the control socket refuses anything else).
 REMOTE_METHODS = ("status", "run_command", "kill", "stop", "cont", "restart", "start", "link_down", "link_up", "partition",
-                  "heal", "stress", "loss_burst", "capture_start", "capture_stop", "hsdump")  # fmt: skip
+                  "heal", "stress", "loss_burst", "capture_start", "capture_stop", "hsdump",
+                  "sfc_paths", "sfc_chains", "sfc_cost", "switch_restart")  # fmt: skip

@@ -69,6 +69,11 @@ class Network:
     def host_pid(self, name: str) -> int:
         return self.net.nameToNode[name].pid
 
+    def macs(self) -> dict[str, dict[str, str]]:
+        """host -> interface -> MAC, as the built network has them."""
+        return {h: {i.name: self.net.nameToNode[h].intf(i.name).MAC() for i in host.interfaces}
+                for h, host in self.plan.hosts.items()}  # fmt: skip
+
     def run(self, host: str, argv: Sequence[str], check: bool = True, timeout: float = 30) -> str:
         return run_in(self.host_pid(host), argv, check=check, timeout=timeout)
 
@@ -121,13 +126,10 @@ def choose(plan: Plan, capabilities: dict) -> Choices:
     """Switch and shaping choices from the topology's wishes and the capability probe."""
     opts = plan.topology.switch
     ctl = plan.topology.controller
-    if ctl.kind == "os-ken":
-        # Secure-mode switches with nobody to program them would drop everything: refuse instead.
-        raise BuildError(f"controller kind os-ken: the testbed does not start os-ken applications yet "
-                         f"(the SFC steering app comes with issue 8); run your controller and use "
-                         f"`controller: {{kind: remote, address: 127.0.0.1, port: {ctl.port}}}`, or `none`")
-    if ctl.kind == "remote" and opts.kind == "linux-bridge":
-        raise BuildError("a remote OpenFlow controller needs Open vSwitch, not Linux bridges")
+    if ctl.kind != "none" and opts.kind == "linux-bridge":
+        raise BuildError(f"an OpenFlow controller ({ctl.kind}) needs Open vSwitch, not Linux bridges")
+    if ctl.kind == "os-ken" and plan.domain_links and not capabilities["vxlan"].available:
+        raise BuildError("the SFC trunks between domains need VXLAN in the kernel: " + capabilities["vxlan"].reason)
     module = capabilities["openvswitch-module"].available
     if opts.kind == "linux-bridge":
         switch, why = "linux-bridge", "requested by the topology"
@@ -188,6 +190,9 @@ def build(plan: Plan, choices: Choices, log_dir: Path, progress: Callable[[str],
         progress("configuring addresses and routes")
         for host in plan.hosts.values():
             _configure_host(network, host)
+        if plan.topology.controller.kind == "os-ken" and plan.domain_links:
+            progress(f"SFC trunks between domains ({len(plan.domain_links)} VXLAN)")
+            _build_trunks(network)
         progress(f"shaping links ({choices.shaping})")
         _shape(network, log_dir)
     except BaseException:
@@ -200,8 +205,9 @@ def _add_nodes(network: Network, switch_cls: type[Switch]) -> None:
     plan, net = network.plan, network.net
     ctl = plan.topology.controller
     if ctl.kind != "none" and switch_cls is OVSSwitch:
+        address, port = ("127.0.0.1", plan.ports["openflow"]) if ctl.kind == "os-ken" else (ctl.address, ctl.port)
         net.addController(f"{plan.switches[0].name}c" if plan.switches else "c0",
-                          controller=RemoteController, ip=ctl.address, port=ctl.port)  # fmt: skip
+                          controller=RemoteController, ip=address, port=port)  # fmt: skip
     for sw in plan.switches:
         params = {"dpid": sw.dpid}
         if switch_cls is OVSSwitch:
@@ -241,6 +247,39 @@ def _configure_host(network: Network, host) -> None:
     for route in host.routes:
         argv = ["ip", "route", "replace", route.destination, "via", route.via, "dev", route.dev]
         run(host.name, argv + (["metric", str(route.metric)] if route.metric else []))
+
+
+def _build_trunks(network: Network) -> None:
+    """For each domain link, an L2 trunk between the two domains' SFFs: a VXLAN device in each
+    gateway over the (shaped) gateway link, bridged to a veth whose other end is an SFF port.
+    The trunk so has the link's delay and loss and goes down with it.  The port's private
+    access tag keeps OVS's NORMAL action from flooding onto it; the controller sends onto it
+    only the chains' labelled frames."""
+    from . import sfc
+
+    for trunk in sfc.trunks(network.plan):
+        k = trunk["index"]
+        for end in trunk["ends"]:
+            gw, port, pid = end["gateway"], end["port"], network.host_pid(end["gateway"])
+            vx, tr, br = f"vx{k}", f"tr{k}", f"sfc{k}"
+            run = network.run
+            run(gw, ["ip", "link", "add", vx, "type", "vxlan", "id", str(k), "local", end["local"],
+                     "remote", end["remote"], "dstport", str(sfc.VXLAN_PORT)])  # fmt: skip
+            # Not bound to the link device, so it may keep a 1500-byte MTU: a full-size frame's
+            # outer packet is fragmented on the gateway link rather than dropped.
+            run(gw, ["ip", "link", "set", vx, "mtu", "1500"])
+            run(gw, ["ip", "link", "add", br, "type", "bridge"])
+            run_in(None, ["ip", "link", "add", port, "type", "veth", "peer", "name", tr, "netns", str(pid)])
+            for dev in (vx, tr):
+                run(gw, ["ip", "link", "set", dev, "master", br])
+            for dev in (vx, tr, br):  # no IPv6 of their own: their router solicitations would ride the trunk
+                run(gw, ["sysctl", "-q", "-w", f"net.ipv6.conf.{dev}.disable_ipv6=1"], check=False)
+                run(gw, ["ip", "link", "set", dev, "up"])
+            run(gw, ["ethtool", "-K", tr, "tx", "off"], check=False)
+            run_in(None, ["ethtool", "-K", port, "tx", "off"], check=False)
+            run_in(None, ["ip", "link", "set", port, "up"])
+            run_in(None, ["ovs-vsctl", "add-port", network.plan.sff(end["domain"]).name, port,
+                          f"tag={trunk['tag']}"])  # fmt: skip
 
 
 def _shape(network: Network, log_dir: Path) -> None:

@@ -52,6 +52,7 @@ FALLBACKS = {
     "iptables-statistic": "no random loss emulation",
     "ipv4-multicast": "unicast to statically configured registrars",
     "ipv6-multicast": "IPv4 multicast",
+    "vxlan": "none: SFC chains across domains cannot be built (controller: os-ken refuses to start)",
     "tcpdump": "tshark (dumpcap) for captures",
     "tshark": "testbed decode (scapy) only, no dissector cross-check",
     "mnexec": "plain namespaces (ip netns exec) instead of Mininet hosts",
@@ -66,6 +67,7 @@ NAMESPACE_PROBES = (
     "iptables-statistic",
     "ipv4-multicast",
     "ipv6-multicast",
+    "vxlan",
 )
 
 
@@ -108,6 +110,9 @@ def _namespace_probes(ns: str) -> list[Capability]:
     ok, detail = _in(ns, "iptables", "-A", "OUTPUT", "-m", "statistic", "--mode", "random", "--probability", "0.1",
                      "-j", "DROP")  # fmt: skip
     results.append(_tried("iptables-statistic", ok, detail, "iptables -m statistic"))
+    ok, detail = _in(ns, "ip", "link", "add", "vtbvx0", "type", "vxlan", "id", "1", "dstport", "4789",
+                     "local", "127.0.0.1")  # fmt: skip
+    results.append(_tried("vxlan", ok, detail, "ip link add type vxlan"))
     for family, group in (("ipv4", "239.0.0.50:3863"), ("ipv6", "[ff05::50]:3863")):
         # The project's own multicast listener: a real IP_ADD_MEMBERSHIP / IPV6_JOIN_GROUP on lo.
         ok, detail = _in(ns, sys.executable, "-m", "nodes.transport.multicast", "listen", "--iface", "lo",

@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from . import cli_query, cli_run
+from . import cli_query, cli_run, cli_sfc
 
 app = typer.Typer(
     help="vnfpool-testbed: emulate pooled and chained VNFs (RSerPool, SFC, ALTO) on one machine.",
@@ -138,6 +138,7 @@ def clean(run: str = typer.Option(None, "--run", help="Only this run id (default
 
 cli_run.register(app)
 cli_query.register(app)
+cli_sfc.register(app)
 
 
 if __name__ == "__main__":

@@ -66,7 +66,7 @@ class Route:
 @dataclass
 class Process:
     name: str
-    host: str
+    host: str | None  # None: the root namespace (the SFC platform and the controller)
     kind: str
     spec: Any  # the schema model of the process
 
@@ -94,9 +94,17 @@ class Plan:
     switches: list[Switch]
     hosts: dict[str, Host]
     domain_links: list[tuple[str, str, str, str, DomainLink]]  # (gw a, intf a, gw b, intf b, spec)
+    services: list[Process] = field(default_factory=list)  # root-namespace SFC services
+    ports: dict[str, int] = field(default_factory=dict)  # their loopback ports, chosen at `up`
 
     def processes(self) -> dict[str, Process]:
-        return {p.name: p for h in self.hosts.values() for p in h.processes}
+        """Every process, the SFC services first: the controller must be up before the nodes."""
+        hosted = {p.name: p for h in self.hosts.values() for p in h.processes}
+        return {p.name: p for p in self.services} | hosted
+
+    def sff(self, domain: str) -> Switch:
+        """The domain's service function forwarder: the switch of its first network."""
+        return next(s for s in self.switches if s.domain == domain)
 
     def domain_subnets(self, domain: str) -> list[IPv4Net]:
         return [s.subnet for s in self.switches if s.domain == domain]
@@ -154,7 +162,37 @@ def build_plan(topo: Topology, run_id: str) -> Plan:
             hosts[hname] = host
     links = _domain_links(topo, hosts)
     _route_between_domains(topo, hosts, switches, links)
-    return Plan(topo, run_id, switches, hosts, links)
+    return Plan(topo, run_id, switches, hosts, links, _sfc_services(topo, hosts))
+
+
+def ibe_host(topo: Topology, hosts: dict[str, Host], domain: str) -> str | None:
+    """Where a domain's Information Base Element runs: its gateway, else its first registrar's
+    host, else its first host (None for an empty domain)."""
+    if gateway_name(domain) in hosts:
+        return gateway_name(domain)
+    mine = [h for h in hosts.values() if h.domain == domain]
+    for host in mine:
+        if any(p.kind == "registrar" for p in host.processes):
+            return host.name
+    return mine[0].name if mine else None
+
+
+def _sfc_services(topo: Topology, hosts: dict[str, Host]) -> list[Process]:
+    from .schema import Service
+
+    services: list[Process] = []
+    if topo.controller.kind == "os-ken":
+        services.append(Process("controller", None, "controller", Service(kind="controller")))
+    if topo.sfc is None:
+        return services
+    services.append(Process("sxp", None, "sxp", Service(kind="sxp")))
+    for domain in topo.domains:
+        host = ibe_host(topo, hosts, domain)
+        if host is not None:
+            name = f"ibe-{domain.lower()}"
+            proc = Process(name, host, "ibe", Service(kind="ibe"))
+            hosts[host].processes.append(proc)
+    return services
 
 
 def _network_subnets(dsubnet: IPv4Net, networks: dict) -> dict[str, IPv4Net]:

@@ -19,6 +19,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import sfc
 from .plan import Plan, Process
 
 #: The module that implements each kind (run as `python -m MODULE --config FILE`).
@@ -26,8 +27,10 @@ MODULES = {
     "registrar": "nodes.registrar",
     "pool-element": "nodes.pe",
     "pool-user": "nodes.pu",
-    "alto": "sdn.alto",
     "monitor": "monitor",
+    "ibe": "sdn.ibe",
+    "sxp": "sdn.sxp",
+    "controller": "sdn.steering",
 }
 
 
@@ -38,8 +41,12 @@ class Launch:
 
 
 def module_available(module: str) -> bool:
+    """`python -m module` would run: a plain module, or a package with a `__main__`."""
     try:
-        return importlib.util.find_spec(f"{module}.__main__") is not None
+        spec = importlib.util.find_spec(module)
+        if spec is None:
+            return False
+        return not spec.submodule_search_locations or importlib.util.find_spec(f"{module}.__main__") is not None
     except ModuleNotFoundError:
         return False
 
@@ -65,14 +72,17 @@ def context(plan: Plan, proc: Process) -> dict:
     }
 
 
-def write_config(plan: Plan, proc: Process, config_dir: Path, host_pids: dict[str, int] | None = None) -> Path:
+def write_config(plan: Plan, proc: Process, config_dir: Path, facts: sfc.Facts | None = None) -> Path:
     config_dir.mkdir(parents=True, exist_ok=True)
     path = config_dir / f"{proc.name}.json"
-    config = context(plan, proc)
+    facts = facts or sfc.Facts()
+    config = sfc.service_config(plan, proc, facts) if proc.host is None else context(plan, proc)
     if proc.kind == "pool-element":
         config["pool_secret"] = pool_secret(config_dir, proc.spec.handle)
     if proc.kind == "monitor":
-        config |= monitor_context(plan, proc, config_dir, host_pids or {})
+        config |= monitor_context(plan, proc, config_dir, facts.pids)
+    if proc.kind == "ibe":
+        config |= sfc.ibe_context(plan, proc, facts)
     path.write_text(json.dumps(config, indent=2) + "\n")
     if proc.kind == "pool-element":
         path.chmod(0o600)
@@ -108,13 +118,13 @@ def pool_secret(config_dir: Path, handle: str) -> str:
     return hmac.new(bytes.fromhex(run_secret.read_text()), handle.encode(), hashlib.sha256).hexdigest()
 
 
-def launch(plan: Plan, proc: Process, config_dir: Path, host_pids: dict[str, int] | None = None) -> Launch:
+def launch(plan: Plan, proc: Process, config_dir: Path, facts: sfc.Facts | None = None) -> Launch:
     spec = proc.spec
     if proc.kind == "command":
         command = spec.command
         argv = ["/bin/sh", "-c", command] if isinstance(command, str) else list(command)
         return Launch(argv + list(spec.args), None)
-    config = write_config(plan, proc, config_dir, host_pids)
+    config = write_config(plan, proc, config_dir, facts)
     module = MODULES[proc.kind]
     if module_available(module):
         return Launch([sys.executable, "-m", module, "--config", str(config), *spec.args], None)

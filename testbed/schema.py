@@ -140,10 +140,6 @@ class PoolUser(ProcessBase):
     options: dict[str, str | int | float | bool] = {}
 
 
-class AltoServer(ProcessBase):
-    kind: Literal["alto"]
-    port: int = Field(8181, ge=1, le=65535)
-
 
 class Monitor(ProcessBase):
     kind: Literal["monitor"]
@@ -158,9 +154,18 @@ class Command(ProcessBase):
 
 
 Process = Annotated[
-    Registrar | PoolElement | PoolUser | AltoServer | Monitor | Command, Field(discriminator="kind")
+    Registrar | PoolElement | PoolUser | Monitor | Command, Field(discriminator="kind")
 ]
-PROCESS_KINDS = ("registrar", "pool-element", "pool-user", "alto", "monitor", "command")
+PROCESS_KINDS = ("registrar", "pool-element", "pool-user", "monitor", "command")
+
+
+class Service(ProcessBase):
+    """A process the testbed adds itself for SFC (not written in a topology): a domain's
+    Information Base Element (`ibe`, in its gateway), the platform (`sxp`) and the controller
+    (`controller`), the last two in the root namespace."""
+
+    kind: Literal["ibe", "sxp", "controller"]
+    restart: Literal["no", "on-failure", "always"] = "on-failure"
 
 
 # -- hosts, domains, links ----------------------------------------------------------------
@@ -214,15 +219,48 @@ class SwitchOptions(Model):
 
 
 class Controller(Model):
+    """`os-ken`: the testbed runs the SFC steering application (`sdn.steering`) in the root
+    namespace; `remote`: switches connect to a controller you run; `none`: standalone switches."""
+
     kind: Literal["none", "os-ken", "remote"] = "none"
-    app: str = Field("sdn.l2switch", description="os-ken application module")
     address: str = "127.0.0.1"
-    port: int = Field(6653, ge=1, le=65535)
+    port: int = Field(6653, ge=0, le=65535, description="OpenFlow port (0: a free one)")
+    rest_port: int = Field(8080, ge=0, le=65535, description="os-ken: the REST view of chains (0: a free one)")
 
     @model_validator(mode="before")
     @classmethod
     def _from_name(cls, value: Any) -> Any:
         return {"kind": value} if isinstance(value, str) else value
+
+
+class ChainMatch(Model):
+    """Which packets from the classifier to the destination enter the chain."""
+
+    protocol: Literal["udp", "tcp"] = "udp"
+    port: int = Field(5000, ge=1, le=65535, description="destination port")
+
+
+class Chain(Model):
+    """A service function chain: traffic from `classifier` to `destination` passes one instance
+    of each function, in order (the functions are RSerPool pool handles)."""
+
+    name: str = Field(pattern=NAME)
+    classifier: str = Field(description="host that sends the chain's traffic (its switch classifies)")
+    destination: str = Field(description="host the traffic is for")
+    functions: list[str] = Field(min_length=1, max_length=32)
+    match: ChainMatch = ChainMatch()
+
+
+class Sfc(Model):
+    """The SFC eXchange Platform (ALTO server and path computation), one Information Base
+    Element per domain, and the chains the controller installs."""
+
+    port: int = Field(8181, ge=0, le=65535, description="HTTP port of ALTO and the platform API on 127.0.0.1 (0: free)")
+    auth: str | None = Field(None, pattern=r"^[^:]+:.+$", description="user:password for ALTO (HTTP Basic)")
+    poll_interval: float = Field(1.0, gt=0, le=60, description="s between the platform's polls of the domains")
+    probe_interval: float = Field(5.0, gt=0, le=600, description="s between delay probes of the domain links")
+    metric: Literal["routingcost", "hopcount", "delay-ow"] = "routingcost"
+    chains: list[Chain] = []
 
 
 class Defaults(Model):
@@ -237,6 +275,7 @@ class Topology(Model):
     defaults: Defaults = Defaults()
     domains: dict[str, Domain] = Field(min_length=1)
     links: list[DomainLink] = []
+    sfc: Sfc | None = None
 
     @model_validator(mode="after")
     def _references(self, info: ValidationInfo) -> Topology:
@@ -277,6 +316,7 @@ def reference_problems(topo: Topology) -> list[tuple[tuple[Any, ...], str]]:
                     problems.append(((*where, "processes", i), f"process name {name} is already used "
                                      f"on host {processes[name]}; give one a `name`"))
                 processes[name] = hname
+    problems += _sfc_problems(topo, owner)
     for i, link in enumerate(topo.links):
         for end in link.between:
             if end not in topo.domains:
@@ -284,6 +324,34 @@ def reference_problems(topo: Topology) -> list[tuple[tuple[Any, ...], str]]:
                                  f"(domains: {', '.join(topo.domains)})"))
         if link.between[0] == link.between[1]:
             problems.append((("links", i, "between"), "a domain link joins two different domains"))
+    return problems
+
+
+def _sfc_problems(topo: Topology, owner: dict[str, str]) -> list[tuple[tuple[Any, ...], str]]:
+    problems: list[tuple[tuple[Any, ...], str]] = []
+    if topo.sfc is None:
+        return problems
+    if topo.sfc.chains and topo.controller.kind != "os-ken":
+        problems.append((("sfc", "chains"), "chains need `controller: os-ken` (the testbed's steering application)"))
+    reserved = {"sxp", "controller", *(f"ibe-{d.lower()}" for d in topo.domains)}
+    for dname, domain in topo.domains.items():
+        for hname, host in domain.hosts.items():
+            for i, proc in enumerate(host.processes):
+                if topo.process_name(hname, proc) in reserved:
+                    problems.append((("domains", dname, "hosts", hname, "processes", i),
+                                     f"process name {topo.process_name(hname, proc)} is reserved for the SFC services"))
+    names: set[str] = set()
+    for i, chain in enumerate(topo.sfc.chains):
+        where = ("sfc", "chains", i)
+        if chain.name in names:
+            problems.append(((*where, "name"), f"chain name {chain.name} is used twice"))
+        names.add(chain.name)
+        for end in ("classifier", "destination"):
+            host = getattr(chain, end)
+            if host not in owner:
+                problems.append(((*where, end), f"no host {host!r}"))
+        if chain.classifier == chain.destination:
+            problems.append(((*where, "destination"), "the destination must differ from the classifier"))
     return problems
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from . import processes
 from .builder import RUN_ENV
 from .plan import Plan, Process
+from .sfc import Facts
 
 ROOT = Path(__file__).resolve().parent.parent
 RESTART_BACKOFF = 1.0  #: seconds between automatic restarts of a crashing process
@@ -59,7 +60,7 @@ class Managed:
 
 
 class Supervisor:
-    def __init__(self, plan: Plan, host_pid: Callable[[str], int], run_dir: Path):
+    def __init__(self, plan: Plan, host_pid: Callable[[str], int], run_dir: Path, facts: Facts | None = None):
         self.plan = plan
         self.host_pid = host_pid
         self.log_dir = run_dir / "logs"
@@ -68,9 +69,11 @@ class Supervisor:
         self.lock = threading.RLock()
         self.managed: dict[str, Managed] = {}
         procs = plan.processes()
-        pids = {h: host_pid(h) for h in plan.hosts} if any(p.kind == "monitor" for p in procs.values()) else None
+        facts = facts or Facts()
+        if not facts.pids and any(p.kind in ("monitor", "ibe") for p in procs.values()):
+            facts.pids = {h: host_pid(h) for h in plan.hosts}
         for name, proc in procs.items():
-            self.managed[name] = Managed(proc, processes.launch(plan, proc, self.config_dir, pids),
+            self.managed[name] = Managed(proc, processes.launch(plan, proc, self.config_dir, facts),
                                          self.log_dir / f"{name}.log")  # fmt: skip
 
     def get(self, name: str) -> Managed:
@@ -96,8 +99,9 @@ class Supervisor:
             with open(m.log, "ab") as log:
                 log.write(f"--- {time.strftime('%H:%M:%S')} start: {processes.describe(m.launch.argv)}\n".encode())
                 log.flush()
+                where = [] if m.spec.host is None else ["mnexec", "-a", str(self.host_pid(m.spec.host))]
                 m.popen = subprocess.Popen(
-                    ["mnexec", "-a", str(self.host_pid(m.spec.host)), *m.launch.argv],
+                    [*where, *m.launch.argv],
                     stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                     env=env, start_new_session=True, cwd=self.log_dir.parent,
                 )  # fmt: skip
@@ -152,7 +156,7 @@ class Supervisor:
     def status(self) -> list[dict]:
         with self.lock:
             return [
-                {"name": name, "host": m.spec.host, "kind": m.spec.kind, "pid": m.pid, "state": m.state(),
+                {"name": name, "host": m.spec.host or "(root)", "kind": m.spec.kind, "pid": m.pid, "state": m.state(),
                  "restarts": m.restarts, "placeholder": m.launch.placeholder, "log": str(m.log),
                  "last_event": processes.last_event(Path(m.log)) if m.spec.kind != "command" else "",
                  "uptime": round(time.time() - m.started_at, 1) if m.state() == "running" else None}

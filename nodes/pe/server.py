@@ -8,6 +8,11 @@ address and port it registered from).  Every second the process measures its own
 (process time over wall time) and hands it to the core as its load, which re-registers when
 the load moved under an adaptive policy.  SIGTERM deregisters before exiting; SIGKILL, of
 course, does not.
+
+The service `forwarder` also runs the SF data plane (nodes/pe/forwarder.py) on every
+interface of the node (--interface, default: the config's), stamping probes with the PE's
+name.  Its raw sockets open before the PE registers: an SF that cannot forward must not
+enter the pool.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import random
+import sys
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -22,6 +28,7 @@ from typing import Any
 from nodes import node
 from nodes.cookie import CookieSealer
 from nodes.pe.core import PoolElementCore, PoolElementOptions
+from nodes.pe.forwarder import Forwarder, ForwarderError
 from nodes.pe.policy import make_policy
 from nodes.pe.service import SERVICES, ServiceCore
 from nodes.registrars import RegistrarAddress
@@ -116,14 +123,22 @@ async def run(argv: Sequence[str] | None = None) -> int:
         on_session=lambda: control.call("refresh_mates", control.now()),  # the next card has the answer
     )  # fmt: skip
     data = Driver(services, log, backend=args.backend, options=transport_options, local=args.local)
+    sf = Forwarder(args.name, args.interface, log) if service == "forwarder" else None
     try:
+        if sf is not None:
+            try:
+                sf.start()
+            except ForwarderError as exc:
+                log("sf-unavailable", error=str(exc))
+                print(f"{p.prog}: forwarder: {exc}", file=sys.stderr)
+                return 1
         await data.listen(args.local, options.user_port)
         await _listen_asap(control, args.local, chosen=bool(args.asap_port), user_port=options.user_port)
         if args.interface:
             await control.join(MulticastConfig.parse(args.announce_group, tuple(args.interface)))
         log("listening", addresses=args.local, port=options.user_port, asap_port=control.connect_port,
             service=service, backend=args.backend)  # fmt: skip
-        node.serve_metrics(args.metrics_port, log, lambda: core.gauges() | services.gauges())
+        node.serve_metrics(args.metrics_port, log, lambda: core.gauges() | services.gauges() | _sf_gauges(sf))
         control.execute(core.start(control.now()))
         measure = None if args.fixed_load else asyncio.create_task(_measure_load(control, args.load_interval))
         await node.until_signalled()
@@ -133,9 +148,15 @@ async def run(argv: Sequence[str] | None = None) -> int:
         await _wait_finished(core, options.deregistration_timeout + 0.5)
         await control.flush()
     finally:
+        if sf is not None:
+            sf.stop()
         await data.close()
         await control.close()
     return 0
+
+
+def _sf_gauges(sf: Forwarder | None) -> dict[str, float]:
+    return sf.gauges() if sf is not None else {}
 
 
 def _random_asap_port(user_port: int) -> int:

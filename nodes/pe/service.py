@@ -6,7 +6,10 @@
 * `calc`: burns CPU for each CALC_REQUEST (`work` rounds of SHA-256 over a 1 KiB block, like
   RSPLIB's CalcApp a job of configurable size) and answers with the digest; its real CPU use
   is what the PE reports as load under the least-used policies.
-* `forwarder`: for now the echo service; issue 8 makes it a packet forwarder.
+* `forwarder`: a service function on the data plane.  Towards pool users it is the echo
+  service (so a PU can still probe it and fail over); the work is in nodes/pe/forwarder.py,
+  which nodes/pe/server.py starts beside this core: raw MPLS frames on the node's
+  interfaces, SI decremented, probes stamped with the PE's name, counted per SPI.
 
 Session state (`served`, the requests served in this session) goes back to the pool user in
 a sealed ASAP_COOKIE after each reply (every `cookie_every`); a COOKIE_ECHO at the start of

@@ -79,3 +79,45 @@ def test_not_a_mapping():
 def test_missing_file(tmp_path):
     with pytest.raises(schema.TopologyError, match="cannot read"):
         schema.load(tmp_path / "nope.yaml")
+
+
+SFC = """
+name: chained
+controller: os-ken
+sfc:
+  chains:
+    - {name: web, classifier: c1, destination: d1, functions: [SF1]}
+domains:
+  D1:
+    hosts:
+      c1: {}
+      d1: {processes: [{pool-element: {handle: SF1, service: forwarder}}]}
+"""
+
+
+def test_an_sfc_section_adds_the_platform_the_controller_and_an_ibe_per_domain():
+    from testbed.plan import build_plan
+
+    plan = build_plan(schema.parse(SFC), "abcd")
+    kinds = {name: (p.kind, p.host) for name, p in plan.processes().items()}
+    assert kinds["controller"] == ("controller", None) and kinds["sxp"] == ("sxp", None)
+    assert kinds["ibe-d1"][0] == "ibe"  # no gateway (no domain link): in the first host
+    assert list(plan.processes())[:2] == ["controller", "sxp"]  # started before the nodes
+
+
+@pytest.mark.parametrize(("old", "new", "expected"), [
+    ("classifier: c1", "classifier: nobody", "sfc.chains[0].classifier: no host 'nobody'"),
+    ("destination: d1", "destination: c1", "the destination must differ from the classifier"),
+    ("controller: os-ken", "controller: none", "chains need `controller: os-ken`"),
+    ("functions: [SF1]", "functions: []", "at least 1 item"),
+])  # fmt: skip
+def test_bad_sfc_sections_are_refused_with_their_place(old, new, expected):
+    with pytest.raises(schema.TopologyError, match=expected.replace("[", r"\[").replace("]", r"\]")):
+        schema.parse(SFC.replace(old, new), "chained.yaml")
+
+
+def test_a_process_may_not_take_a_service_name():
+    text = SFC.replace("{pool-element: {handle: SF1, service: forwarder}}",
+                       "{pool-element: {name: controller, handle: SF1}}")  # fmt: skip
+    with pytest.raises(schema.TopologyError, match="reserved for the SFC services"):
+        schema.parse(text)
