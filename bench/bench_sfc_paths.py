@@ -58,7 +58,11 @@ def build(n_domains: int, n_sfs: int, seed: int) -> tuple[View, list[str], dict[
     domains = {d: DomainInfo(d, {"a": f"10.{i}.1.0/24"}, offered[d], intra_cost=float(rng.randint(0, 5)))
                for i, d in enumerate(names, 1)}  # fmt: skip
     dense = {sf: list(names) for sf in chain}
-    return View(domains, links), chain, {"sparse": sparse, "dense": dense, "dense+ends": dense, "hop+ends": dense}
+    return (
+        View(domains, links),
+        chain,
+        {"sparse": sparse, "dense": dense, "dense+ends": dense, "hop+ends": dense},
+    )
 
 
 def arguments(case: str, view: View, chain: list[str], cands: dict, costs: dict) -> dict:
@@ -148,7 +152,9 @@ def main() -> int:
                 brute = tb
                 for k in KS:
                     if got[k][1] != rows[:k]:
-                        wrong.append(f"small {case}, k={k}: rank {got[k][1][:3]}... brute force {rows[:3]}...")
+                        wrong.append(
+                            f"small {case}, k={k}: rank {got[k][1][:3]}... brute force {rows[:3]}..."
+                        )
             results[label, case] = (combos(chain, cands[case]), got, brute)
     if wrong:
         print("ANSWERS DISAGREE:", *wrong, sep="\n  ")
@@ -172,8 +178,15 @@ def main() -> int:
     rows = []
     for case in CASES:
         n, got, brute = results["small", case]
-        rows.append([case, f"{n:,}", num(brute), *(f"{got[k][0]:.2f}" for k in KS),
-                     *(num(brute / got[k][0]) for k in KS)])
+        rows.append(
+            [
+                case,
+                f"{n:,}",
+                num(brute),
+                *(f"{got[k][0]:.2f}" for k in KS),
+                *(num(brute / got[k][0]) for k in KS),
+            ]
+        )
     table(["case", "combinations", "brute", *(f"rank k={k}" for k in KS), *(f"x k={k}" for k in KS)], rows)
     return 0
 

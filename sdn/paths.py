@@ -32,21 +32,29 @@ Constraints:
 
 Algorithm: a layered graph (layer i = the usable domains of chain[i]; ingress and egress fixed
 ends).  A backward dynamic program gives h[i][d], the exact least cost from domain d at layer i
-to the end (O(n * D^2)).  Then a best-first search over path prefixes, keyed by a lower bound of
-the final key that every completion of the prefix respects: (g + h, |set of its domains| +
-a bound on domains the rest must add, the prefix tuple).  Complete paths therefore leave the
-queue in exactly the final order, and the first k are the answer.  Because h is exact, a prefix
-is expanded only if some completion ties or beats the k-th path's key: at most n * k prefixes
-beat it on cost alone.  Successors of a prefix are generated lazily, cheapest first (one sorted
-list per (layer, domain), built on first use), so each expansion pushes O(n) queue entries
-rather than D.  Total O(n * D^2 + n * D^2 log D + E log E), E ~ n * k * n entries.
+to the end (O(n * D^2), each distinct (layer, next layer) pair of domain lists looked up once).
+Then a best-first search over path prefixes, each keyed by a lower bound of the final key of
+all its completions: (g + h, a lower bound on distinct domains, the prefix tuple).  Complete
+paths therefore leave the queue in exactly the final order, and the first k are the answer.
+The distinct-domain bound only has to hold for the prefix's least-cost completions (dearer ones
+come later on cost anyway): the prefix's domains plus one per later layer whose domains on those
+least-cost completions avoid the prefix's and each other's (greedy).  Because h is exact, at
+most n * k prefixes beat the k-th path on cost alone; prefixes that tie it on cost are expanded
+only while the distinct bound and the names do not rule them out.  A prefix's successors come
+from one sorted list per (layer, domain), cheapest completion first, taken lazily, so an
+expansion pushes O(n) queue entries, not D.  Typical cost: O(n * D^2) for h plus
+O(n^2 * k * log) for the search (50 domains, 5 SFs, every domain offering every SF: a few ms).
+Worst case: with many exactly equal costs, finding the equal-cost path of fewest distinct
+domains is a minimum-label-path problem (NP-hard for unbounded n); exactness is kept, and only
+contrived tie structures that defeat the bound cost more (at worst about as much as
+enumerating).
 
 Why not "keep the k best partial paths per (layer, domain)": the tie-break on distinct domains
 is not decided by a prefix alone.  With equal costs, whether (x, y, d) beats (d, d, d) depends
 on whether the rest of the path comes back to x and y, so an exact per-(layer, domain) pruning
 must keep every prefix that is among the k best for *some* suffix: with many equal costs (a
 hop-count map, zero intra-domain costs) that is almost all of them, D^(i-1) at layer i.  The
-search above needs no such pruning and stays exact with ties.
+search above needs no such pruning.
 
 Adapters from ALTO JSON documents: `candidates_from_propmap` (RFC 9240 property map, property
 `capabilities`) and `costs_from_costmap` (RFC 7285 cost map, numerical mode).
@@ -120,7 +128,11 @@ def _unreachable(chain: list[str], layers: list[list[str]], w: Mapping[str, Mapp
     """Raise NoPath for the first SF (or the egress) that nothing before it reaches."""
     reach: list[str] = [ingress] if ingress is not None else []
     for i, layer in enumerate([*layers, *([[egress]] if egress is not None else [])]):
-        here = layer if i == 0 and ingress is None else [b for b in layer if any(b in w.get(a, {}) for a in reach)]
+        here = (
+            layer
+            if i == 0 and ingress is None
+            else [b for b in layer if any(b in w.get(a, {}) for a in reach)]
+        )
         if not here:
             note = ""
             if any((a, b) in blocked for a in reach for b in layer):
@@ -214,7 +226,9 @@ def rank(
                     if path is None:
                         raise ValueError(f"cost from {a} to {b} has no route")
                     if len(path) < 2 or path[0] != a or path[-1] != b:
-                        raise ValueError(f"route from {a} to {b} must start at {a} and end at {b}: {list(path)}")
+                        raise ValueError(
+                            f"route from {a} to {b} must start at {a} and end at {b}: {list(path)}"
+                        )
                     if excluded and not excluded.isdisjoint(path[1:-1]):
                         row[b] = None
                         blocked.add((a, b))
@@ -253,24 +267,9 @@ def rank(
         _unreachable(chain, layers, w, ingress, egress, blocked, excluded)
     cheapest = min(start[d] + h[0][d] for d in start)
     if max_cost is not None and Fraction(cheapest, scale) > max_cost:
-        raise NoPath(f"no path within max cost {_num(max_cost)} (cheapest: {_num(Fraction(cheapest, scale))})")
-
-    # Lower bound on the domains a suffix must add: layers whose usable domains avoid the prefix's
-    # and are pairwise disjoint each need a domain of their own (greedy, so a valid lower bound).
-    alive = [frozenset(hi) for hi in h]
-    apart = [[alive[j].isdisjoint(alive[m]) for m in range(n)] for j in range(n)]
-    extra_cache: dict[tuple[int, frozenset[str]], int] = {}
-
-    def extra(i: int, used: frozenset[str]) -> int:
-        key = (i, used)
-        got = extra_cache.get(key)
-        if got is None:
-            chosen: list[int] = []
-            for j in range(i + 1, n):
-                if alive[j].isdisjoint(used) and all(apart[j][m] for m in chosen):
-                    chosen.append(j)
-            got = extra_cache[key] = len(chosen)
-        return got
+        raise NoPath(
+            f"no path within max cost {_num(max_cost)} (cheapest: {_num(Fraction(cheapest, scale))})"
+        )
 
     # Successors of domain d into layer j, cheapest completion first: (w + h, x, w).
     succ_cache: dict[tuple[int, str], list[tuple[int, str, int]]] = {}
@@ -279,35 +278,81 @@ def rank(
         got = succ_cache.get((j, d))
         if got is None:
             row, hj = w.get(d, empty), h[j]
-            got = sorted((wx + hj[x], x, wx) for x, wx in row.items() if x in hj)
-            succ_cache[(j, d)] = got
+            got = succ_cache[(j, d)] = sorted((wx + hj[x], x, wx) for x, wx in row.items() if x in hj)
+        return got
+
+    # tight(i, d)[m]: the domains at layer i + 1 + m on the least-cost completions from d at layer i.
+    tight_cache: dict[tuple[int, str], tuple[frozenset[str], ...]] = {}
+    tight_of_set: dict[tuple[int, frozenset[str]], tuple[frozenset[str], ...]] = {}  # equal costs: shared
+
+    def tight(i: int, d: str) -> tuple[frozenset[str], ...]:
+        got = tight_cache.get((i, d))
+        if got is None:
+            if i == n - 1:
+                got = ()
+            else:
+                hj, best = h[i + 1], h[i][d]
+                xs = frozenset([x for x, wx in w.get(d, empty).items() if x in hj and wx + hj[x] == best])
+                got = tight_of_set.get((i + 1, xs))
+                if got is None:
+                    rest = [tight(i + 1, x) for x in xs]
+                    got = (xs, *(frozenset().union(*(r[m] for r in rest)) for m in range(n - i - 2)))
+                    tight_of_set[(i + 1, xs)] = got
+            tight_cache[(i, d)] = got
+        return got
+
+    # A lower bound on the distinct domains of the least-cost completions of a prefix ending at
+    # d (layer i) with domains `used`: layers whose tight domains avoid `used` and one another
+    # each need a domain of their own (greedy, so a lower bound).  Completions costing more do
+    # not need it: the cost bound already puts them after the prefix.
+    extra_cache: dict[tuple[int, str, frozenset[str]], int] = {}
+
+    def distinct_bound(i: int, d: str, used: frozenset[str]) -> int:
+        key = (i, d, used)
+        got = extra_cache.get(key)
+        if got is None:
+            chosen: list[frozenset[str]] = []
+            for s in tight(i, d):
+                if s.isdisjoint(used) and all(s.isdisjoint(c) for c in chosen):
+                    chosen.append(s)
+            got = extra_cache[key] = len(used) + len(chosen)
         return got
 
     # Best-first search.  Entries: (cost bound, distinct bound, prefix, kind, tie, payload...).
-    # kind 0: the prefix itself (payload g, used); kind 1: the rest of a successor list from
-    # position pos on (its head is the prefix shown; payload parent prefix, g, used, j, list, pos).
+    # Every entry's key is <= the final key of every path it stands for, so complete paths
+    # come out in exactly the final order.  kind 0: a prefix (payload g, used); kind 1: the
+    # rest of a prefix's successor list from position pos on, shown as its head (payload:
+    # parent prefix, its g, used, cost bound and distinct bound, the list, pos).
     heap: list[tuple] = []
     tie = itertools.count()
     push = heapq.heappush
 
-    def push_prefix(bound: int, prefix: tuple[str, ...], g: int, used: frozenset[str]) -> None:
-        if limit is None or bound <= limit:
-            push(heap, (bound, len(used) + extra(len(prefix) - 1, used), prefix, 0, next(tie), g, used))
+    def push_prefix(bound: int, prefix: tuple[str, ...], g: int, used: frozenset[str], floor: int) -> None:
+        if limit is None or bound <= limit:  # floor: a distinct bound known from the parent
+            m = max(floor, distinct_bound(len(prefix) - 1, prefix[-1], used))
+            push(heap, (bound, m, prefix, 0, next(tie), g, used))
 
-    def push_stream(parent: tuple[str, ...], g: int, used: frozenset[str], j: int,
+    def push_stream(parent: tuple[str, ...], g: int, used: frozenset[str], pbound: int, pm: int,
                     lst: list[tuple[int, str, int]], pos: int) -> None:  # fmt: skip
         while pos < len(lst) and lst[pos][1] in used:
             pos += 1
-        if pos < len(lst) and (limit is None or g + lst[pos][0] <= limit):
-            push(heap, (g + lst[pos][0], len(used) + 1, (*parent, lst[pos][1]), 1, next(tie),
-                        parent, g, used, j, lst, pos))  # fmt: skip
+        if pos < len(lst):
+            bound = g + lst[pos][0]
+            if limit is None or bound <= limit:
+                # a child as cheap as its parent's bound: its cheapest completions are the
+                # parent's, so the parent's distinct bound holds for them too
+                m = max(pm, len(used) + 1) if bound == pbound else len(used) + 1
+                push(
+                    heap,
+                    (bound, m, (*parent, lst[pos][1]), 1, next(tie), parent, g, used, pbound, pm, lst, pos),
+                )
 
     for d, g in start.items():
-        push_prefix(g + h[0][d], (d,), g, frozenset((d,)))
+        push_prefix(g + h[0][d], (d,), g, frozenset((d,)), 0)
     found: list[tuple[int, tuple[str, ...]]] = []
     while heap and len(found) < k:
         entry = heapq.heappop(heap)
-        bound, _, prefix, kind = entry[:4]
+        bound, m, prefix, kind = entry[:4]
         if kind == 0:
             g, used = entry[5], entry[6]
             i = len(prefix) - 1
@@ -319,17 +364,22 @@ def rank(
             for x in used:  # successors staying within the prefix's domains
                 wx = row.get(x)
                 if wx is not None and x in hj:
-                    push_prefix(g + wx + hj[x], (*prefix, x), g + wx, used)
-            push_stream(prefix, g, used, i + 1, successors(i + 1, d), 0)
+                    child = g + wx + hj[x]
+                    push_prefix(child, (*prefix, x), g + wx, used, m if child == bound else 0)
+            push_stream(prefix, g, used, bound, m, successors(i + 1, d), 0)
         else:
-            parent, g, used, j, lst, pos = entry[5:]
+            parent, g, used, pbound, pm, lst, pos = entry[5:]
             _, x, wx = lst[pos]
-            push_prefix(bound, prefix, g + wx, used | {x})
-            push_stream(parent, g, used, j, lst, pos + 1)
+            push_prefix(bound, prefix, g + wx, used | {x}, m)
+            push_stream(parent, g, used, pbound, pm, lst, pos + 1)
 
     paths = []
     for number, (total, sf_domains) in enumerate(found, 1):
-        seq = [*([ingress] if ingress is not None else []), *sf_domains, *([egress] if egress is not None else [])]
+        seq = [
+            *([ingress] if ingress is not None else []),
+            *sf_domains,
+            *([egress] if egress is not None else []),
+        ]
         domains = [seq[0]]
         for a, b in zip(seq, seq[1:]):
             if a != b:
@@ -379,7 +429,9 @@ def costs_from_costmap(costmap: Mapping[str, Any]) -> dict[str, dict[str, float]
         raise ValueError('not an ALTO cost map: no "cost-map" object')
     meta = costmap.get("meta") or {}
     if "multi-cost-types" in meta:
-        raise ValueError("multi-cost map (RFC 8189): path costs need a map of one cost type in numerical mode")
+        raise ValueError(
+            "multi-cost map (RFC 8189): path costs need a map of one cost type in numerical mode"
+        )
     ctype = meta.get("cost-type")
     mode = ctype.get("cost-mode") if isinstance(ctype, Mapping) else None
     if mode is None:

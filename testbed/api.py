@@ -148,7 +148,18 @@ class Testbed:
             "faults": {"partitions": sorted("-".join(p) for p in self.faults.partitions),
                        "stress": sorted(h for h, ps in self.faults.stress.items() if any(p.poll() is None for p in ps))},
             "captures": sorted(self.captures.running) if self.captures else [],
+            "sfc": self._sfc_urls(),
         }  # fmt: skip
+
+    def _sfc_urls(self) -> dict[str, str]:
+        """Where the SFC services listen (loopback, root namespace)."""
+        assert self.plan is not None
+        urls = {}
+        if self.plan.topology.sfc is not None:
+            urls["alto"] = f"http://127.0.0.1:{self.plan.ports['sxp']}/alto/directory"
+        if self.plan.topology.controller.kind == "os-ken":
+            urls["chains"] = f"http://127.0.0.1:{self.plan.ports['rest']}/chains"
+        return urls
 
     def _link_state(self, host: str, intf: str) -> str:
         path = f"/sys/class/net/{intf}/operstate"

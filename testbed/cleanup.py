@@ -84,7 +84,7 @@ def clean_run(run_id: str) -> list[str]:
                 removed.append(f"link {link}")
     runs.unregister(run_id)
     Path(runs.REGISTRY, f"{run_id}.sock").unlink(missing_ok=True)
-    for socket in runs.REGISTRY.glob(f"{run_id}.*.sock"):  # the run's monitors' API sockets
+    for socket in runs.REGISTRY.glob(f"{run_id}.*.sock"):  # the run's monitor and IBE API sockets
         socket.unlink(missing_ok=True)
     return removed
 

@@ -206,6 +206,9 @@ def render_status(state: dict, compact: bool = False) -> Group:
     choices = state["choices"]
     head = (f"run {state['run']['run_id']} · {state['run']['name']} · switches {choices['switch']} · "
             f"shaping {choices['shaping']}")  # fmt: skip
+    urls = state.get("sfc") or {}
+    if urls:
+        head += " · " + " · ".join(f"{name} {url}" for name, url in urls.items())
     hosts = Table(title=head, title_justify="left")
     for column in ("host", "domain", "role", "interfaces"):
         hosts.add_column(column)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -31,11 +32,16 @@ def destination_ip(tb: Testbed, chain: Any) -> str:
 
 
 def start_receiver(tb: Testbed, chain: Any, *, count: int | None = None, timeout: float = 8.0) -> subprocess.Popen:
-    assert tb.network is not None
+    """The probe receiver in the destination; its JSON lines go to a file (a pipe nobody reads
+    until the end would fill, stall the receiver and make the chain look lossy)."""
+    assert tb.network is not None and tb.run_dir is not None
     argv = [sys.executable, "-m", "sdn.probe", "receive", "--port", str(chain.match.port), "--json",
             "--timeout", str(timeout)] + (["--count", str(count)] if count else [])  # fmt: skip
+    out = tempfile.NamedTemporaryFile("w+", prefix="probe-", suffix=".jsonl", dir=tb.run_dir, delete=False)  # noqa: SIM115
     proc = subprocess.Popen(["mnexec", "-a", str(tb.network.host_pid(chain.destination)), *argv],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)  # fmt: skip
+                            stdout=out, stderr=subprocess.STDOUT, text=True, cwd=ROOT)  # fmt: skip
+    proc.output = Path(out.name)  # type: ignore[attr-defined]
+    out.close()
     time.sleep(0.4)  # bound before the first datagram
     return proc
 
@@ -50,10 +56,11 @@ def start_sender(tb: Testbed, chain: Any, *, count: int, rate: float) -> subproc
 
 def received(proc: subprocess.Popen, timeout: float = 60.0) -> tuple[list[dict], dict]:
     """The receiver's datagrams and its summary, once it ended."""
-    out, err = proc.communicate(timeout=timeout)
+    proc.wait(timeout=timeout)
+    out = proc.output.read_text()  # type: ignore[attr-defined]
     lines = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
     summary = next((r for r in lines if r.get("summary")), {})
-    assert summary, f"no summary from the receiver: {out[-500:]} {err[-500:]}"
+    assert summary, f"no summary from the receiver: {out[-800:]}"
     return [r for r in lines if "seq" in r], summary
 
 

@@ -134,7 +134,12 @@ def test_tie_break_is_not_decided_by_the_prefix():
     cand = {"SF1": ["A", "B"], "SF2": ["D"], "SF3": ["B", "E"]}
     cost = {x: {y: 1.0 for y in "ABDE"} for x in "ABDE"}
     paths = rank(CHAIN, cand, cost)
-    assert [p.sf_domains for p in paths] == [("B", "D", "B"), ("A", "D", "B"), ("A", "D", "E"), ("B", "D", "E")]
+    assert [p.sf_domains for p in paths] == [
+        ("B", "D", "B"),
+        ("A", "D", "B"),
+        ("A", "D", "E"),
+        ("B", "D", "E"),
+    ]
     assert [p.sf_domains for p in rank(CHAIN, cand, cost, k=1)] == [("B", "D", "B")]
 
 
@@ -160,6 +165,22 @@ def test_many_ties_disjoint_offers():
     paths = rank(chain, dict(zip(chain, layers)), cost, k=50)
     assert [p.sf_domains for p in paths] == list(itertools.islice(itertools.product(*layers), 50))
     assert {p.cost for p in paths} == {4.0}
+
+
+def test_many_ties_isolated_hubs():
+    # Hubs S0-S2 offer every SF but reach only themselves (intra cost 0): three one-domain paths
+    # of cost 0, then the paths avoiding the hubs, all with 5 domains and cost 4, by name.  The
+    # distinct-domain bound must not count on a hub that the prefix cannot reach.
+    hubs = ["S0", "S1", "S2"]
+    layers = [[f"{c}{i:02d}" for i in range(30)] for c in "ABCDE"]
+    doms = [d for layer in layers for d in layer]
+    cost = {a: dict.fromkeys(doms, 1.0) for a in doms} | {s: {s: 0.0} for s in hubs}
+    chain = [f"SF{i}" for i in range(5)]
+    paths = rank(chain, {sf: hubs + layer for sf, layer in zip(chain, layers)}, cost, k=60)
+    assert [p.sf_domains for p in paths] == [(s,) * 5 for s in hubs] + list(
+        itertools.islice(itertools.product(*layers), 57)
+    )
+    assert [p.cost for p in paths] == [0.0] * 3 + [4.0] * 57
 
 
 def test_costs_summed_exactly():
@@ -251,7 +272,7 @@ def test_candidates_from_propmap():
     assert candidates_from_propmap(propmap) == {"SF1": ["AS1"], "SF2": ["AS2"], "SF3": ["AS2", "AS3"]}
     c = draft_view().costs()
     assert described(rank(CHAIN, candidates_from_propmap(propmap), c.value, c.route)) == TABLE2
-    with pytest.raises(ValueError, match="no \"property-map\""):
+    with pytest.raises(ValueError, match='no "property-map"'):
         candidates_from_propmap({"cost-map": {}})
     with pytest.raises(ValueError, match="capabilities must be a list of SF names"):
         candidates_from_propmap({"property-map": {"networkmap.pid:AS1": {"capabilities": "SF1"}}})
@@ -280,7 +301,7 @@ def test_costs_from_costmap():
         costs_from_costmap({"meta": {"multi-cost-types": []}, "cost-map": {}})
     with pytest.raises(ValueError, match="cost from AS1 to AS2 is not a number"):
         costs_from_costmap(costmap(rows={"AS1": {"AS2": [1, 2]}}))
-    with pytest.raises(ValueError, match="no \"cost-map\""):
+    with pytest.raises(ValueError, match='no "cost-map"'):
         costs_from_costmap({"property-map": {}})
 
 
