@@ -70,6 +70,8 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
+from sdn.alto.catalog import PROP_CAPABILITIES
+
 __all__ = ["NoPath", "ServicePath", "candidates_from_propmap", "costs_from_costmap", "rank"]
 
 
@@ -320,17 +322,17 @@ def rank(
 
     # Best-first search.  Entries: (cost bound, distinct bound, prefix, kind, tie, payload...).
     # Every entry's key is <= the final key of every path it stands for, so complete paths
-    # come out in exactly the final order.  kind 0: a prefix (payload g, used); kind 1: the
-    # rest of a prefix's successor list from position pos on, shown as its head (payload:
-    # parent prefix, its g, used, cost bound and distinct bound, the list, pos).
+    # come out in exactly the final order.  kind 0: a prefix (payload g, used, whether its
+    # distinct bound is refined: done on first pop, and if it grows the prefix goes back);
+    # kind 1: the rest of a prefix's successor list from position pos on, shown as its head
+    # (payload: parent prefix, its g, used, cost bound and distinct bound, the list, pos).
     heap: list[tuple] = []
     tie = itertools.count()
     push = heapq.heappush
 
     def push_prefix(bound: int, prefix: tuple[str, ...], g: int, used: frozenset[str], floor: int) -> None:
         if limit is None or bound <= limit:  # floor: a distinct bound known from the parent
-            m = max(floor, distinct_bound(len(prefix) - 1, prefix[-1], used))
-            push(heap, (bound, m, prefix, 0, next(tie), g, used))
+            push(heap, (bound, max(floor, len(used)), prefix, 0, next(tie), g, used, len(prefix) == n))
 
     def push_stream(parent: tuple[str, ...], g: int, used: frozenset[str], pbound: int, pm: int,
                     lst: list[tuple[int, str, int]], pos: int) -> None:  # fmt: skip
@@ -354,12 +356,17 @@ def rank(
         entry = heapq.heappop(heap)
         bound, m, prefix, kind = entry[:4]
         if kind == 0:
-            g, used = entry[5], entry[6]
+            g, used, refined = entry[5:]
             i = len(prefix) - 1
             if i == n - 1:
                 found.append((bound, prefix))
                 continue
             d = prefix[-1]
+            if not refined:
+                better = distinct_bound(i, d, used)
+                if better > m:
+                    push(heap, (bound, better, prefix, 0, next(tie), g, used, True))
+                    continue
             row, hj = w.get(d, empty), h[i + 1]
             for x in used:  # successors staying within the prefix's domains
                 wx = row.get(x)
@@ -391,8 +398,9 @@ def rank(
     return paths
 
 
-def candidates_from_propmap(propmap: Mapping[str, Any]) -> dict[str, list[str]]:
-    """SF -> domains offering it, from an ALTO property map (RFC 9240) with `capabilities`.
+def candidates_from_propmap(propmap: Mapping[str, Any], prop: str = PROP_CAPABILITIES) -> dict[str, list[str]]:
+    """SF -> domains offering it, from an ALTO property map (RFC 9240): property `prop`, by
+    default the platform's `.priv:capabilities`.
 
     Entities are `<resource-id>.pid:<PID>` (any resource id, e.g. `networkmap.pid:AS1`; a bare
     `pid:AS1` is accepted too); entities of other entity domains (`ipv4:...`, `ane:...`) and
@@ -407,7 +415,7 @@ def candidates_from_propmap(propmap: Mapping[str, Any]) -> dict[str, list[str]]:
             continue
         if not isinstance(values, Mapping):
             raise ValueError(f"property map entity {entity}: properties must be an object, not {values!r}")
-        caps = values.get("capabilities")
+        caps = values.get(prop)
         if caps is None:
             continue
         if not isinstance(caps, list) or not all(isinstance(sf, str) for sf in caps):

@@ -33,7 +33,13 @@ from aiohttp import web
 from nodes.runtime import EventLog
 
 from . import paths as pathcomp
+from .alto import catalog
+from .alto import resources as alto
 from .view import METRICS, DomainInfo, LinkInfo, View
+
+#: The ALTO cost map the platform ranks with, per metric (delay-ow is in microseconds, RFC 9439).
+COSTMAPS = {"routingcost": catalog.COSTMAP_ROUTINGCOST, "hopcount": catalog.COSTMAP_HOPCOUNT,
+            "delay-ow": catalog.COSTMAP_DELAY}  # fmt: skip
 
 IBE_TIMEOUT = 2.0
 
@@ -133,19 +139,25 @@ def _counts(pools: dict[str, list]) -> dict[str, int]:
 def paths_json(view: View, chain: list[str], *, ingress: str | None = None, egress: str | None = None,
                exclude: tuple[str, ...] = (), max_cost: float | None = None, k: int = 10,
                metric: str = "routingcost") -> dict[str, Any]:  # fmt: skip
-    """Ranked paths for a chain, with each leg's domain route (what the controller installs)."""
-    offered = {sf for d in view.domains.values() for sf in d.capabilities} | set(chain)
-    candidates = {sf: [d.name for d in view.domains.values() if sf in d.capabilities] for sf in sorted(offered)}
-    costs = view.costs(metric)
+    """Ranked paths for a chain, with each leg's domain route (what the controller installs).
+
+    As the draft has it, the candidates come from the ALTO property map (each domain's
+    capabilities) and the costs from the ALTO cost map of the metric: the very documents
+    the server serves.  The legs' domain routes are those behind the costs (the path vector's)."""
+    candidates = pathcomp.candidates_from_propmap(alto.property_map(view), prop=catalog.PROP_CAPABILITIES)
+    for sf in chain:
+        candidates.setdefault(sf, [])
+    cost = pathcomp.costs_from_costmap(alto.cost_map(view, COSTMAPS[metric]))
+    routes = view.costs(metric).route
     for end, name in (("ingress", ingress), ("egress", egress)):
         if name is not None and name not in view.domains:
             raise pathcomp.NoPath(f"unknown {end} domain {name!r} (domains: {', '.join(view.domains)})")
-    ranked = pathcomp.rank(chain, candidates, costs.value, costs.route, ingress=ingress, egress=egress,
+    ranked = pathcomp.rank(chain, candidates, cost, routes, ingress=ingress, egress=egress,
                            exclude=exclude, max_cost=max_cost, k=k)  # fmt: skip
     out = []
     for path in ranked:
         points = [*([ingress] if ingress else []), *(d for _, d in path.hops), *([egress] if egress else [])]
-        legs = [costs.route[a][b] for a, b in zip(points, points[1:])]
+        legs = [routes[a][b] for a, b in zip(points, points[1:])]
         out.append(path.to_json() | {"path": path.describe(), "legs": legs,
                                      "hops": [{"sf": sf, "domain": d} for sf, d in path.hops]})  # fmt: skip
     return {"chain": chain, "ingress": ingress, "egress": egress, "metric": metric, "paths": out}

@@ -75,11 +75,18 @@ def _partition_rules(network: Network, a: str, b: str) -> list[tuple[str, list[s
                     rules.append((gw, ["FORWARD", "-s", str(s), "-d", str(d), *comment, "-j", "DROP"]))
     if not gateways:
         raise InjectError("no domain links, so nothing joins the domains")
+    for gw_a, if_a, gw_b, if_b, spec in plan.domain_links:  # the SFC trunk of a direct link (VXLAN)
+        if set(spec.between) == {a, b}:
+            for gw, peer, peer_if in ((gw_a, gw_b, if_b), (gw_b, gw_a, if_a)):
+                address = str(plan.hosts[peer].intf(peer_if).address.ip)
+                rules.append((gw, ["OUTPUT", "-p", "udp", "-d", address, "--dport", "4789", *comment, "-j", "DROP"]))
     return rules
 
 
 def partition(network: Network, faults: Faults, a: str, b: str) -> int:
-    """Drop everything between the two domains on every gateway (whatever path it takes)."""
+    """Drop everything between the two domains on every gateway (whatever path it takes), and
+    the SFC trunk of their direct link.  Chain traffic bridged over a third domain's trunks is
+    not routed by the gateways, so it still passes: steer around it with `testbed sfc cost`."""
     key = tuple(sorted((a, b)))
     if key in faults.partitions:
         raise InjectError(f"{a} and {b} are already partitioned")

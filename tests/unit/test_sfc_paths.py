@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from sdn.alto.catalog import PROP_CAPABILITIES as PROP
 from sdn.paths import NoPath, ServicePath, candidates_from_propmap, costs_from_costmap, rank
 from sdn.view import DomainInfo, LinkInfo, View
 
@@ -262,11 +263,11 @@ def test_candidates_from_propmap():
     propmap = {
         "meta": {"dependent-vtags": [{"resource-id": "networkmap", "tag": "1"}]},
         "property-map": {
-            "networkmap.pid:AS1": {"capabilities": ["SF1"], "entry-point": "http://as1", "cpu-cores": 4},
-            "networkmap.pid:AS2": {"capabilities": ["SF3", "SF2"]},
-            "othermap.pid:AS3": {"capabilities": ["SF3"]},
+            "networkmap.pid:AS1": {PROP: ["SF1"], "entry-point": "http://as1", "cpu-cores": 4},
+            "networkmap.pid:AS2": {PROP: ["SF3", "SF2"]},
+            "othermap.pid:AS3": {PROP: ["SF3"]},
             "networkmap.pid:AS4": {"cpu-cores": 2},
-            "ipv4:10.0.0.1": {"capabilities": ["SF9"]},
+            "ipv4:10.0.0.1": {PROP: ["SF9"]},
         },
     }
     assert candidates_from_propmap(propmap) == {"SF1": ["AS1"], "SF2": ["AS2"], "SF3": ["AS2", "AS3"]}
@@ -275,7 +276,7 @@ def test_candidates_from_propmap():
     with pytest.raises(ValueError, match='no "property-map"'):
         candidates_from_propmap({"cost-map": {}})
     with pytest.raises(ValueError, match="capabilities must be a list of SF names"):
-        candidates_from_propmap({"property-map": {"networkmap.pid:AS1": {"capabilities": "SF1"}}})
+        candidates_from_propmap({"property-map": {"networkmap.pid:AS1": {PROP: "SF1"}}})
 
 
 def costmap(mode: str = "numerical", rows: dict | None = None) -> dict:
