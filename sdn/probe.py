@@ -217,6 +217,8 @@ def receive(args: argparse.Namespace) -> int:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((args.bind, args.port))
     sock.settimeout(args.timeout)
+    if args.json:  # so a harness knows when the first datagram can be sent
+        _emit({"listening": f"{args.bind}:{args.port}"})
     tally = Tally()
     _catch_signals()
     try:

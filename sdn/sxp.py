@@ -18,7 +18,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
+import hmac
 import json
+import math
 import signal
 import sys
 import time
@@ -42,6 +45,9 @@ COSTMAPS = {"routingcost": catalog.COSTMAP_ROUTINGCOST, "hopcount": catalog.COST
             "delay-ow": catalog.COSTMAP_DELAY}  # fmt: skip
 
 IBE_TIMEOUT = 2.0
+STALE_AFTER = 3  #: failed polls after which a domain's last report is dropped (it offers nothing)
+MAX_K = 1000
+MAX_CHAIN = 32
 
 
 class Platform:
@@ -53,6 +59,7 @@ class Platform:
         self.links_cfg: list[dict[str, Any]] = config.get("links", [])
         self.metric = config.get("metric", "routingcost")
         self.reports: dict[str, dict[str, Any]] = {d: {} for d in self.domains_cfg}
+        self.failures: dict[str, int] = dict.fromkeys(self.domains_cfg, 0)
         self.link_costs: dict[tuple[str, str], float] = {}
         self.intra_costs: dict[str, float] = {}
         self.polled_at = 0.0
@@ -94,8 +101,8 @@ class Platform:
             target = self.link_costs  # type: ignore[assignment]
         if routingcost is None:
             target.pop(key, None)
-        elif routingcost < 0:
-            raise ValueError("a routingcost is not negative")
+        elif not math.isfinite(routingcost) or routingcost < 0:
+            raise ValueError(f"a routingcost is a finite number, not negative (got {routingcost})")
         else:
             target[key] = float(routingcost)
         self.log("cost-set", a=a, b=b, routingcost=routingcost)
@@ -103,33 +110,56 @@ class Platform:
 
     async def poll_forever(self, interval: float) -> None:
         while True:
-            await asyncio.gather(*(self._poll(d) for d in self.domains_cfg))
-            self.polled_at = time.time()
+            try:
+                await asyncio.gather(*(self._poll(d) for d in self.domains_cfg))
+                self.polled_at = time.time()
+            except Exception as exc:  # noqa: BLE001 (one odd answer must not end the polling)
+                self.log("poll-error", error=repr(exc))
             await asyncio.sleep(interval)
 
     async def _poll(self, domain: str) -> None:
         sock = self.domains_cfg[domain].get("ibe")
-        if not sock or not Path(sock).exists():
-            return
-        report: dict[str, Any] = {}
         try:
-            connector = aiohttp.UnixConnector(path=sock)
-            timeout = aiohttp.ClientTimeout(total=IBE_TIMEOUT)
-            async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-                for part in ("pools", "resources", "delays"):
-                    async with session.get(f"http://ibe/{part}") as response:
-                        if response.status == 200:
-                            body = await response.json()
-                            report[part] = body.get("pools", body) if part == "pools" else body
-        except (aiohttp.ClientError, OSError, asyncio.TimeoutError, ValueError) as exc:
-            if self.reports[domain].get("error") is None:
-                self.log("ibe-unreachable", domain=domain, error=repr(exc))
-            self.reports[domain]["error"] = repr(exc)
+            if not sock or not Path(sock).exists():
+                raise FileNotFoundError(f"no IBE socket {sock}")
+            report = await self._fetch(sock)
+        except (aiohttp.ClientError, OSError, asyncio.TimeoutError, ValueError, AttributeError) as exc:
+            self._failed(domain, repr(exc))
             return
         old = self.reports[domain].get("pools")
+        if "pools" not in report and old is not None:  # the registrar did not answer the IBE yet
+            report["pools"] = old
+        self.failures[domain] = 0
         self.reports[domain] = report
         if old is not None and _counts(old) != _counts(report.get("pools", {})):
             self.log("pools-changed", domain=domain, pools=_counts(report.get("pools", {})))
+
+
+    @staticmethod
+    async def _fetch(sock: str) -> dict[str, Any]:
+        report: dict[str, Any] = {}
+        connector = aiohttp.UnixConnector(path=sock)
+        async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=IBE_TIMEOUT)) as s:
+            for part in ("pools", "resources", "delays"):
+                async with s.get(f"http://ibe/{part}") as response:
+                    if response.status == 200:
+                        body = await response.json()
+                        if not isinstance(body, dict):
+                            raise ValueError(f"/{part}: not a JSON object")
+                        report[part] = body.get("pools", {}) if part == "pools" else body
+        return report
+
+    def _failed(self, domain: str, error: str) -> None:
+        """A domain whose IBE stays silent offers nothing: its instances cannot be confirmed."""
+        self.failures[domain] += 1
+        if self.failures[domain] == 1:
+            self.log("ibe-unreachable", domain=domain, error=error)
+        if self.failures[domain] >= STALE_AFTER:
+            if self.reports[domain].get("pools"):
+                self.log("domain-stale", domain=domain, failed_polls=self.failures[domain])
+            self.reports[domain] = {"error": error}
+        else:
+            self.reports[domain]["error"] = error
 
 
 def _counts(pools: dict[str, list]) -> dict[str, int]:
@@ -173,14 +203,20 @@ def platform_routes(platform: Platform) -> list[web.RouteDef]:
         chain = list(_split(q.get("chain")))
         if not chain:
             return _error(400, "give the chain: ?chain=SF1,SF2,SF3")
+        if len(chain) > MAX_CHAIN:
+            return _error(400, f"a chain has at most {MAX_CHAIN} functions")
+        if not platform.polled_at:
+            return _error(503, "the platform has not heard from the domains yet")
         metric = q.get("metric", platform.metric)
         if metric not in METRICS:
             return _error(400, f"unknown metric {metric!r} (metrics: {', '.join(METRICS)})")
         try:
             k = int(q.get("k", "10"))
             max_cost = float(q["max-cost"]) if "max-cost" in q else None
+            if not 1 <= k <= MAX_K or (max_cost is not None and not math.isfinite(max_cost)):
+                raise ValueError
         except ValueError:
-            return _error(400, "k is an integer and max-cost a number")
+            return _error(400, f"k is an integer from 1 to {MAX_K} and max-cost a finite number")
         try:
             body = paths_json(platform.view(), chain, ingress=q.get("ingress"), egress=q.get("egress"),
                               exclude=_split(q.get("exclude")), max_cost=max_cost, k=k, metric=metric)  # fmt: skip
@@ -207,8 +243,25 @@ def platform_routes(platform: Platform) -> list[web.RouteDef]:
         reachable = {d: "error" not in r and bool(r) for d, r in platform.reports.items()}
         return web.json_response({"domains": reachable, "polled_at": platform.polled_at})
 
-    return [web.get("/sxp/paths", paths), web.post("/sxp/costs", costs), web.get("/sxp/view", view),
-            web.get("/sxp/health", health)]  # fmt: skip
+    routes = {"/sxp/paths": ("GET", paths), "/sxp/costs": ("POST", costs), "/sxp/view": ("GET", view),
+              "/sxp/health": ("GET", health)}  # fmt: skip
+    return [web.route(method, path, _authenticated(platform, handler)) for path, (method, handler) in routes.items()]
+
+
+def _authenticated(platform: Platform, handler: Any) -> Any:
+    """The platform's routes take the same HTTP Basic credentials as ALTO (`sfc.auth`)."""
+    auth = platform.config.get("auth")
+    if not auth:
+        return handler
+    expected = "Basic " + base64.b64encode(auth.encode()).decode()
+
+    async def checked(request: web.Request) -> web.Response:
+        if not hmac.compare_digest(request.headers.get("Authorization", ""), expected):
+            return web.json_response({"error": "authentication required"}, status=401,
+                                     headers={"WWW-Authenticate": 'Basic realm="sxp"'})  # fmt: skip
+        return await handler(request)
+
+    return checked
 
 
 def _error(status: int, message: str) -> web.Response:

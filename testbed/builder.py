@@ -31,6 +31,9 @@ from .capabilities import OVS_CTL
 from .plan import Plan
 
 RUN_ENV = "VTB_RUN"  #: set in every process a run starts, so `clean` finds them after a crash
+#: A chain's classifier sends at most this much IP, so that its packets with the 4-byte MPLS
+#: label still fit every 1500-byte link and SF interface on the way.
+CLASSIFIER_MTU = 1496
 
 
 class BuildError(RuntimeError):
@@ -193,6 +196,9 @@ def build(plan: Plan, choices: Choices, log_dir: Path, progress: Callable[[str],
         if plan.topology.controller.kind == "os-ken" and plan.domain_links:
             progress(f"SFC trunks between domains ({len(plan.domain_links)} VXLAN)")
             _build_trunks(network)
+        for chain in plan.topology.sfc.chains if plan.topology.sfc else []:
+            for intf in plan.hosts[chain.classifier].interfaces:  # room for the label on 1500-byte links
+                network.run(chain.classifier, ["ip", "link", "set", intf.name, "mtu", str(CLASSIFIER_MTU)])
         progress(f"shaping links ({choices.shaping})")
         _shape(network, log_dir)
     except BaseException:

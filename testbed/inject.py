@@ -75,11 +75,11 @@ def _partition_rules(network: Network, a: str, b: str) -> list[tuple[str, list[s
                     rules.append((gw, ["FORWARD", "-s", str(s), "-d", str(d), *comment, "-j", "DROP"]))
     if not gateways:
         raise InjectError("no domain links, so nothing joins the domains")
-    for gw_a, if_a, gw_b, if_b, spec in plan.domain_links:  # the SFC trunk of a direct link (VXLAN)
-        if set(spec.between) == {a, b}:
+    for gw_a, if_a, gw_b, if_b, spec in plan.domain_links:  # gateway to gateway: the SFC trunk (VXLAN)
+        if set(spec.between) == {a, b}:  # and the IBEs' delay probes, so ALTO sees the link gone
             for gw, peer, peer_if in ((gw_a, gw_b, if_b), (gw_b, gw_a, if_a)):
                 address = str(plan.hosts[peer].intf(peer_if).address.ip)
-                rules.append((gw, ["OUTPUT", "-p", "udp", "-d", address, "--dport", "4789", *comment, "-j", "DROP"]))
+                rules.append((gw, ["OUTPUT", "-d", address, *comment, "-j", "DROP"]))
     return rules
 
 

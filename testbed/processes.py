@@ -84,7 +84,7 @@ def write_config(plan: Plan, proc: Process, config_dir: Path, facts: sfc.Facts |
     if proc.kind == "ibe":
         config |= sfc.ibe_context(plan, proc, facts)
     path.write_text(json.dumps(config, indent=2) + "\n")
-    if proc.kind == "pool-element":
+    if proc.kind in ("pool-element", "sxp"):  # a pool's secret; the platform's credentials
         path.chmod(0o600)
     return path
 

@@ -78,7 +78,10 @@ def switch_restart(plan: Plan, switch: str) -> dict:
     if not found:
         raise SfcError(f"no switch {switch!r} (switches: {', '.join(s.label for s in plan.switches)})")
     name = found[0].name
-    target = subprocess.run(["ovs-vsctl", "get-controller", name], capture_output=True, text=True).stdout.split()
+    got = subprocess.run(["ovs-vsctl", "get-controller", name], capture_output=True, text=True)
+    target = got.stdout.split()
+    if got.returncode != 0 or not target:
+        raise SfcError(f"switch {name} has no controller to reconnect to ({got.stderr.strip() or 'none set'})")
     steps = [["ovs-vsctl", "del-controller", name], ["ovs-ofctl", "-O", "OpenFlow13", "del-flows", name],
              ["ovs-vsctl", "set-controller", name, *target]]  # fmt: skip
     for argv in steps:

@@ -42,14 +42,15 @@ def start_receiver(tb: Testbed, chain: Any, *, count: int | None = None, timeout
                             stdout=out, stderr=subprocess.STDOUT, text=True, cwd=ROOT)  # fmt: skip
     proc.output = Path(out.name)  # type: ignore[attr-defined]
     out.close()
-    time.sleep(0.4)  # bound before the first datagram
+    wait_for("the probe receiver bound", lambda: '"listening"' in proc.output.read_text() or proc.poll() is not None,
+             timeout=15, interval=0.05)  # fmt: skip
     return proc
 
 
-def start_sender(tb: Testbed, chain: Any, *, count: int, rate: float) -> subprocess.Popen:
+def start_sender(tb: Testbed, chain: Any, *, count: int, rate: float, size: int | None = None) -> subprocess.Popen:
     assert tb.network is not None
     argv = [sys.executable, "-m", "sdn.probe", "send", destination_ip(tb, chain), "--port", str(chain.match.port),
-            "--count", str(count), "--rate", str(rate)]  # fmt: skip
+            "--count", str(count), "--rate", str(rate)] + (["--size", str(size)] if size else [])  # fmt: skip
     return subprocess.Popen(["mnexec", "-a", str(tb.network.host_pid(chain.classifier)), *argv],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)  # fmt: skip
 
@@ -64,11 +65,12 @@ def received(proc: subprocess.Popen, timeout: float = 60.0) -> tuple[list[dict],
     return [r for r in lines if "seq" in r], summary
 
 
-def send_through(tb: Testbed, count: int = 20, rate: float = 50.0, name: str = "web") -> tuple[list[dict], dict]:
-    """Send `count` datagrams into the chain and return what reached the destination."""
+def send_through(tb: Testbed, count: int = 20, rate: float = 50.0, name: str = "web",
+                 size: int | None = None) -> tuple[list[dict], dict]:  # fmt: skip
+    """Send `count` datagrams (of `size` payload bytes) into the chain; return what arrived."""
     chain = chain_spec(tb, name)
     rx = start_receiver(tb, chain, count=count, timeout=4.0)
-    tx = start_sender(tb, chain, count=count, rate=rate)
+    tx = start_sender(tb, chain, count=count, rate=rate, size=size)
     tx.communicate(timeout=60)
     return received(rx)
 

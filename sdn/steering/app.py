@@ -11,6 +11,7 @@ functions.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import threading
@@ -32,6 +33,22 @@ from .netmap import NetMap
 from .rest import serve
 
 CONFIG_ENV = "VTB_STEERING_CONFIG"
+MAX_MOVES = 50  #: moves kept per chain for the REST view
+
+
+def _guarded(handler: Any) -> Any:
+    """Log a handler's exception instead of raising it: under os-ken's native hub an exception
+    ends the app's event thread for good (TaskExit is Exception there), and with it the
+    controller's hearing of its switches."""
+
+    @functools.wraps(handler)
+    def run(self: SteeringApp, ev: Any) -> None:
+        try:
+            handler(self, ev)
+        except Exception as exc:  # noqa: BLE001
+            self.journal("handler-error", handler=handler.__name__, error=repr(exc))
+
+    return run
 COOKIE_MASK = 0xFFFFFFFFFFFFFFFF
 
 
@@ -59,15 +76,17 @@ class SteeringApp(app_manager.OSKenApp):
     # -- switches ----------------------------------------------------------------------------
 
     @set_ev_cls(ofp_event.EventOFPSwitchFeatures, CONFIG_DISPATCHER)
+    @_guarded
     def _features(self, ev: Any) -> None:
-        dp = ev.msg.datapath
+        dp, dpid = ev.msg.datapath, ev.msg.datapath_id  # dp.id may not be set yet
         with self.lock:
-            self.datapaths[dp.id] = dp
-            self.ready.discard(dp.id)
+            self.datapaths[dpid] = dp
+            self.ready.discard(dpid)
         dp.send_msg(dp.ofproto_parser.OFPPortDescStatsRequest(dp, 0))
-        self.journal("switch-connected", dpid=f"{dp.id:016x}")
+        self.journal("switch-connected", dpid=f"{dpid:016x}")
 
     @set_ev_cls(ofp_event.EventOFPPortDescStatsReply, MAIN_DISPATCHER)
+    @_guarded
     def _port_desc(self, ev: Any) -> None:
         dp = ev.msg.datapath
         with self.lock:
@@ -77,6 +96,7 @@ class SteeringApp(app_manager.OSKenApp):
         self.journal("switch-ready", dpid=f"{dp.id:016x}", ports=len(self.ports[dp.id]))
 
     @set_ev_cls(ofp_event.EventOFPPortStatus, MAIN_DISPATCHER)
+    @_guarded
     def _port_status(self, ev: Any) -> None:
         dp, port = ev.msg.datapath, ev.msg.desc
         with self.lock:
@@ -92,6 +112,7 @@ class SteeringApp(app_manager.OSKenApp):
                     self._install(dp, [f for f in flows if f.dpid == dp.id], self._cookie(name))
 
     @set_ev_cls(ofp_event.EventOFPStateChange, [MAIN_DISPATCHER, DEAD_DISPATCHER])
+    @_guarded
     def _state_change(self, ev: Any) -> None:
         dp = ev.datapath
         if ev.state == DEAD_DISPATCHER and dp.id is not None:
@@ -135,6 +156,8 @@ class SteeringApp(app_manager.OSKenApp):
             return parser.OFPActionOutput(names[action[1]])
         if kind == "normal":
             return parser.OFPActionOutput(ofp.OFPP_NORMAL)
+        if kind == "in_port":
+            return parser.OFPActionOutput(ofp.OFPP_IN_PORT)
         if kind == "push_mpls":
             return parser.OFPActionPushMpls(action[1])
         if kind == "pop_mpls":
@@ -166,7 +189,8 @@ class SteeringApp(app_manager.OSKenApp):
 
     def _steer(self, state: ChainState) -> None:
         placement, why = self.manager.decide(state)
-        if placement is not None and placement == state.placement and state.state == "installed":
+        if placement is not None and state.state == "installed" and placement.same_rules(state.placement):
+            state.placement = placement  # the cost may have changed, the rules have not
             return
         if placement is None and state.state == "no-path":
             state.reason = why
@@ -174,14 +198,21 @@ class SteeringApp(app_manager.OSKenApp):
         rules = self._rules(state, placement)
         old_cookie = self._cookie(state.spec.name) if state.version else None
         with self.lock:
+            missing = sorted({r.dpid for r in rules} - set(self.datapaths))
+            if missing:
+                raise Unavailable(f"switch {missing[0]:016x} is not connected")
             state.version += 1
             cookie = self._cookie(state.spec.name)
-            for dpid in sorted({r.dpid for r in rules}):
-                dp = self.datapaths.get(dpid)
-                if dp is None:
-                    state.version -= 1
-                    raise Unavailable(f"switch {dpid:016x} is not connected")
-                self._install(dp, [r for r in rules if r.dpid == dpid], cookie)
+            # Downstream first, the classifier last: no packet enters the new version before
+            # the rules that carry it are there.  A failure takes the partial version out again.
+            ordered = sorted(rules, key=lambda r: r.priority == fl.PRIORITY_CLASSIFIER)
+            try:
+                for rule in ordered:
+                    self._install(self.datapaths[rule.dpid], [rule], cookie)
+            except Exception:
+                self._delete_cookie(cookie)
+                state.version -= 1
+                raise
             if old_cookie is not None:
                 self._delete_cookie(old_cookie)
             self.installed[state.spec.name] = rules
@@ -190,17 +221,7 @@ class SteeringApp(app_manager.OSKenApp):
     def _rules(self, state: ChainState, placement: Placement | None) -> list[fl.Flow]:
         if placement is not None:
             return fl.compile_chain(self.net, state.spec, placement.legs, placement.hops)
-        return [self._drop_rule(state)]
-
-    def _drop_rule(self, state: ChainState) -> fl.Flow:
-        """The classifier rule without actions: the chain's traffic is dropped, not routed around."""
-        chain = state.spec
-        source, dest = self.net.hosts[chain.classifier], self.net.hosts[chain.destination]
-        assert source.sff is not None and dest.sff is not None
-        match = (("in_port", source.sff.port), ("eth_type", fl.ETH_IP), ("ipv4_src", source.sff.ip),
-                 ("ipv4_dst", dest.sff.ip), ("ip_proto", fl.IP_PROTO[chain.protocol]),
-                 (f"{chain.protocol}_dst", chain.port))  # fmt: skip
-        return fl.Flow(self.net.domains[source.domain].dpid, fl.PRIORITY_CLASSIFIER, match, ())
+        return [fl.drop_flow(self.net, state.spec)]
 
     def _record(self, state: ChainState, placement: Placement | None, why: str) -> None:
         reason = describe_move(state.placement, placement) if placement else why
@@ -209,6 +230,7 @@ class SteeringApp(app_manager.OSKenApp):
         state.moves.append({"t": now, "version": state.version, "reason": reason,
                             "from": state.placement.path if state.placement else None,
                             "to": placement.path if placement else None})  # fmt: skip
+        del state.moves[:-MAX_MOVES]
         state.placement, state.installed_at = placement, now
         state.state, state.reason = ("installed", "") if placement else ("no-path", why)
         self.journal(event, chain=state.spec.name, version=state.version, reason=reason,

@@ -113,6 +113,10 @@ class Placement:
     legs: tuple[tuple[str, ...], ...]
     hops: tuple[Hop, ...]
 
+    def same_rules(self, other: Placement | None) -> bool:
+        """Whether `other` installs the same rules (a cost change alone does not)."""
+        return other is not None and (self.path, self.legs, self.hops) == (other.path, other.legs, other.hops)
+
     def to_json(self) -> dict[str, Any]:
         return {"path": self.path, "cost": self.cost, "legs": [list(leg) for leg in self.legs],
                 "hops": [{"function": h.function, "domain": h.domain, "instance": h.host, "pe_id": h.pe_id}
@@ -157,7 +161,10 @@ class ChainManager:
         pools: dict[str, dict[str, list[dict]]] = {}
         reasons = []
         for path in paths:
-            placement, why = self._place(state, path, pools)
+            try:
+                placement, why = self._place(state, path, pools)
+            except Unavailable as exc:  # one domain's IBE is down: the next path may not need it
+                placement, why = None, str(exc)
             if placement is not None:
                 return placement, ""
             reasons.append(f"{path['path']}: {why}")

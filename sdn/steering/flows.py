@@ -15,6 +15,7 @@ to the destination as if its gateway had routed it.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -61,7 +62,7 @@ class Flow:
     actions: tuple[tuple[Any, ...], ...]
 
     def ports(self) -> set[str]:
-        named = {v for k, v in self.match if k == "in_port"}
+        named = {v for k, v in self.match if k == "in_port" and v}
         return named | {a[1] for a in self.actions if a[0] == "output"}
 
 
@@ -78,13 +79,27 @@ def compile_chain(net: NetMap, chain: ChainSpec, legs: Sequence[Sequence[str]], 
         tag = label(chain.spi, FIRST_SI - i)
         for j, domain in enumerate(route):
             sff = net.domains[domain]
-            actions = _onward(net, route, j) if j < len(route) - 1 else _deliver(net, chain, hops, i)
+            in_port = _arrival(net, route, j, hops[i - 1] if i else None)
+            actions = _onward(net, route, j) if j < len(route) - 1 else _deliver(net, chain, hops, i, in_port)
             if i == 0 and j == 0:
-                flows.append(_classifier_flow(net, chain, sff.dpid, tag, actions))
-            else:
-                match = (("eth_type", ETH_MPLS), ("mpls_label", tag))
+                flows.append(Flow(sff.dpid, PRIORITY_CLASSIFIER, classifier_match(net, chain),
+                                  (("push_mpls", ETH_MPLS), ("set_field", "mpls_label", tag), *actions)))  # fmt: skip
+            else:  # only where the label may come from: the previous instance, or the trunk
+                match = (("in_port", in_port), ("eth_type", ETH_MPLS), ("mpls_label", tag))
                 flows.append(Flow(sff.dpid, PRIORITY_LABEL, match, actions))
     return flows
+
+
+def _arrival(net: NetMap, route: Sequence[str], j: int, previous: Hop | None) -> str:
+    """The port a leg's frame enters domain route[j]'s SFF by (the classifier's, on leg 0)."""
+    if j > 0:
+        port = net.domains[route[j]].trunk_to(route[j - 1])
+        if port is None:
+            raise CompileError(f"no trunk from {route[j]} to {route[j - 1]}")
+        return port
+    if previous is None:
+        return ""  # the classifier rule has its own match
+    return _attached(net, previous.host).sff.port
 
 
 def _attached(net: NetMap, name: str):  # noqa: ANN202 (a HostInfo with an attachment)
@@ -110,38 +125,54 @@ def _onward(net: NetMap, route: Sequence[str], j: int) -> tuple[tuple[Any, ...],
     return (("output", port),)
 
 
-def _deliver(net: NetMap, chain: ChainSpec, hops: Sequence[Hop], i: int) -> tuple[tuple[Any, ...], ...]:
+def _out(port: str, in_port: str) -> tuple[Any, ...]:
+    """OpenFlow drops an output to the port a packet came in on unless it says IN_PORT (two
+    consecutive functions on one host)."""
+    return ("in_port",) if port == in_port else ("output", port)
+
+
+def _deliver(net: NetMap, chain: ChainSpec, hops: Sequence[Hop], i: int, in_port: str) -> tuple[tuple[Any, ...], ...]:
     if i < len(hops):
         target = _attached(net, hops[i].host)
         if target.domain != hops[i].domain:
             raise CompileError(f"instance {hops[i].host} of {hops[i].function} is in {target.domain}, "
                                f"not {hops[i].domain}")  # fmt: skip
-        return (("set_field", "eth_dst", target.sff.mac), ("output", target.sff.port))
+        return (("set_field", "eth_dst", target.sff.mac), _out(target.sff.port, in_port))
     dest = _attached(net, chain.destination)
     actions: list[tuple[Any, ...]] = [("pop_mpls", ETH_IP)]
     gateway = net.hosts.get(net.gateways.get(dest.domain, ""))
     if gateway is not None and gateway.sff is not None:
         actions.append(("set_field", "eth_src", gateway.sff.mac))  # as if the gateway had routed it
-    actions += [("set_field", "eth_dst", dest.sff.mac), ("output", dest.sff.port)]
+    actions += [("set_field", "eth_dst", dest.sff.mac), _out(dest.sff.port, in_port)]
     return tuple(actions)
 
 
-def _classifier_flow(net: NetMap, chain: ChainSpec, dpid: int, tag: int,
-                     onward: tuple[tuple[Any, ...], ...]) -> Flow:  # fmt: skip
-    source, dest = net.hosts[chain.classifier].sff, net.hosts[chain.destination].sff
-    assert source is not None and dest is not None
-    proto = IP_PROTO[chain.protocol]
-    match = (("in_port", source.port), ("eth_type", ETH_IP), ("ipv4_src", source.ip), ("ipv4_dst", dest.ip),
-             ("ip_proto", proto), (f"{chain.protocol}_dst", chain.port))  # fmt: skip
-    return Flow(dpid, PRIORITY_CLASSIFIER, match, (("push_mpls", ETH_MPLS), ("set_field", "mpls_label", tag), *onward))
+def classifier_match(net: NetMap, chain: ChainSpec) -> tuple[tuple[str, Any], ...]:
+    """The chain's traffic, as it enters its classifier's SFF."""
+    source, dest = _attached(net, chain.classifier).sff, _attached(net, chain.destination).sff
+    return (("in_port", source.port), ("eth_type", ETH_IP), ("ipv4_src", source.ip), ("ipv4_dst", dest.ip),
+            ("ip_proto", IP_PROTO[chain.protocol]), (f"{chain.protocol}_dst", chain.port))  # fmt: skip
+
+
+def drop_flow(net: NetMap, chain: ChainSpec) -> Flow:
+    """The classifier rule without actions: the chain's traffic is dropped, not routed around
+    its functions (before a path is installed, and when none is left)."""
+    dpid = net.domains[_attached(net, chain.classifier).domain].dpid
+    return Flow(dpid, PRIORITY_CLASSIFIER, classifier_match(net, chain), ())
 
 
 def base_flows(net: NetMap, dpid: int) -> list[Flow]:
     """What every switch has before any chain: NORMAL for everything (ARP, RSerPool, routing
-    through the gateways work as without a controller), and on an SFF a drop of whatever
-    arrives on a trunk and no chain rule claims."""
+    through the gateways work as without a controller); on an SFF, a drop of whatever arrives
+    on a trunk and no chain rule claims, and a drop of the chains it classifies (their rules
+    replace it), so a reconnecting switch never lets a chain's traffic past its functions."""
     flows = [Flow(dpid, PRIORITY_NORMAL, (), (("normal",),))]
     sff = net.sff_by_dpid(dpid)
     for port in sorted(sff.trunks) if sff else ():
         flows.append(Flow(dpid, PRIORITY_TRUNK_DROP, (("in_port", port),), ()))
+    for chain in net.chains:
+        with contextlib.suppress(CompileError):
+            rule = drop_flow(net, chain)
+            if rule.dpid == dpid:
+                flows.append(rule)
     return flows

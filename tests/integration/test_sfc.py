@@ -79,6 +79,13 @@ def test_the_chain_carries_traffic_through_sf1_sf2_sf3_in_order(tb):
     assert (1 << 8 | 253, f"{path[0]} >{path[1]}") in seen, seen
 
 
+def test_full_size_datagrams_fit_with_their_label(tb):
+    wait_installed(tb, BEST)
+    packets, summary = send_through(tb, count=10, size=1496 - 28)  # the classifier's MTU, less IP and UDP
+    assert summary["received"] == 10, summary  # 1500-byte frames with the label: no link dropped them
+    assert all(len(p["stamps"]) <= 3 for p in packets)  # no room for stamps: forwarded unstamped
+
+
 def test_alto_maps_come_from_the_running_domains(tb):
     status, ctype, ird = _alto(tb, "directory")
     assert status == 200 and ctype.startswith("application/alto-directory+json")
@@ -92,7 +99,7 @@ def test_alto_maps_come_from_the_running_domains(tb):
     assert ctype.startswith("application/alto-costmap+json")
     assert costs["cost-map"]["AS1"]["AS3"] == 25  # 10 ms + 15 ms via AS2, cheaper than the 40 ms link
     delay = wait_for("a measured delay", lambda: _alto(tb, "costmap-delay")[2]["cost-map"]["AS1"].get("AS2"))
-    assert 8_000 < delay < 20_000, delay  # µs (RFC 9439): the AS1-AS2 link's 10 ms, pinged between the gateways
+    assert 8_000 < delay < 30_000, delay  # µs (RFC 9439): the AS1-AS2 link's 10 ms, pinged between the gateways
     status, ctype, error = _alto(tb, "filtered-costmap", {"cost-type": "routingcost"},
                                  "application/alto-costmapfilter+json")  # fmt: skip
     assert status == 400 and ctype.startswith("application/alto-error+json")

@@ -130,6 +130,7 @@ def test_send_and_receive_over_loopback():
     assert summary["sent"] == 5 and summary["errors"] == 0 and summary["t_first_sent"] <= summary["t_last_sent"]
     out, err = receiver.communicate(timeout=30)
     lines = [json.loads(line) for line in out.splitlines()]
+    assert lines.pop(0) == {"listening": f"127.0.0.1:{port}"}
     assert [line["seq"] for line in lines[:-1]] == [1, 2, 3, 4, 5], err
     assert all(line["stamps"] == [] and line["t_sent"] <= line["t_received"] for line in lines[:-1])
     assert lines[-1]["summary"] and lines[-1]["received"] == 5 and lines[-1]["lost"] == 0

@@ -63,6 +63,18 @@ def test_the_best_path_compiles_to_a_classifier_and_one_label_rule_per_leg_and_d
     assert last[0] == ("pop_mpls", fl.ETH_IP) and last[-1] == ("output", net.hosts["dest-as3"].sff.port)
     assert ("set_field", "eth_src", net.hosts["gw-as3"].sff.mac) in last  # looks routed
     assert len(rules) == 1 + 5
+    arrivals = {(r.dpid, dict(r.match)["mpls_label"]): dict(r.match)["in_port"] for r in rules
+                if r.priority == fl.PRIORITY_LABEL}  # fmt: skip
+    assert arrivals[(as1, 510)] == net.hosts["sf1-as1-1"].sff.port  # only from the instance that decremented
+    assert arrivals[(as2, 510)] == net.domains["AS2"].trunk_to("AS1")  # only from the trunk it travels
+
+
+def test_two_consecutive_functions_on_one_host_send_back_out_the_arrival_port(net):
+    chain = net.chains[0]
+    placed = hops(net, ("SF1", "AS1", "sf1-as1-1"), ("SF2", "AS2", "sf2-as2-1"), ("SF3", "AS2", "sf2-as2-1"))
+    rules = fl.compile_chain(net, chain, BEST["legs"], placed)
+    (to_sf3,) = [r for r in rules if dict(r.match).get("mpls_label") == 509]
+    assert to_sf3.actions[-1] == ("in_port",)  # OpenFlow would drop an output to the in_port
 
 
 def test_the_compiler_refuses_what_the_network_cannot_carry(net):
@@ -84,6 +96,8 @@ def test_base_flows_send_everything_normal_and_drop_unclaimed_trunk_traffic(net)
     rules = fl.base_flows(net, sff.dpid)
     assert rules[0].actions == (("normal",),) and rules[0].priority == fl.PRIORITY_NORMAL
     assert {dict(r.match)["in_port"] for r in rules[1:]} == set(sff.trunks)
+    ingress = fl.base_flows(net, net.domains["AS1"].dpid)  # the classifier's SFF drops the chain until it is in
+    assert [r.actions for r in ingress if r.priority == fl.PRIORITY_CLASSIFIER] == [()]
     other = next(d for n, d in sff.switches.items() if n != sff.sff)
     assert len(fl.base_flows(net, other)) == 1  # network b's switch: no trunks
 

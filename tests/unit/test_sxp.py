@@ -29,6 +29,7 @@ def platform() -> Platform:
         "AS2": {"pools": {"SF2": [PE], "SF3": [PE]}, "delays": {"AS1": {"delay_ms": 10.4, "loss": 0.0}}},
         "AS3": {"pools": {"SF3": [PE], "SF1": []}, "delays": {"AS1": {"delay_ms": None, "loss": 1.0}}},
     }  # fmt: skip
+    p.polled_at = 1.0
     return p
 
 
@@ -55,6 +56,7 @@ def test_the_ranking_is_table_2_and_follows_cost_overrides(platform):
 
 @pytest.mark.parametrize(("a", "b", "cost", "message"), [
     ("AS9", "AS1", 5, "no domain 'AS9'"), ("AS1", "AS2", -1, "not negative"),
+    ("AS1", "AS2", float("nan"), "finite"), ("AS1", "AS1", float("inf"), "finite"),
 ])  # fmt: skip
 def test_bad_cost_overrides_are_refused(platform, a, b, cost, message):
     platform.link_costs.clear()
@@ -62,16 +64,18 @@ def test_bad_cost_overrides_are_refused(platform, a, b, cost, message):
         platform.set_cost(a, b, cost)
 
 
-async def _get(platform: Platform, url: str) -> tuple[int, dict]:
+async def _get(platform: Platform, url: str, headers: dict | None = None) -> tuple[int, dict]:
     async with TestClient(TestServer(make_app(platform))) as client:
-        response = await client.get(url)
-        return response.status, await response.json()
+        response = await client.get(url, headers=headers or {})
+        return response.status, await response.json(content_type=None)
 
 
 @pytest.mark.parametrize(("url", "status", "message"), [
     ("/sxp/paths", 400, "give the chain"),
     ("/sxp/paths?chain=SF1&metric=bogus", 400, "unknown metric"),
     ("/sxp/paths?chain=SF1&k=x", 400, "k is an integer"),
+    ("/sxp/paths?chain=SF1&k=100000", 400, "k is an integer from 1 to 1000"),
+    ("/sxp/paths?chain=SF1&max-cost=nan", 400, "finite"),
     ("/sxp/paths?chain=SF1,SF4", 404, "no domain offers SF4"),
     ("/sxp/paths?chain=SF1,SF2,SF3&exclude=AS2", 404, "SF2 is offered only by excluded domains"),
     ("/sxp/paths?chain=SF1&ingress=AS9", 404, "unknown ingress domain"),
@@ -86,3 +90,25 @@ def test_the_path_api_and_alto_share_one_server(platform):
     assert status == 200 and [p["path"] for p in body["paths"]] == ["AS1:SF1->AS2:SF2->AS2:SF3"]
     status, ird = asyncio.run(_get(platform, "/alto/directory"))
     assert status == 200 and ird["resources"]["domain-props"]["uri"].startswith("http://127.0.0.1:8181/alto/")
+
+
+def test_no_ranking_before_the_domains_were_heard(platform):
+    platform.polled_at = 0.0
+    status, body = asyncio.run(_get(platform, "/sxp/paths?chain=SF1"))
+    assert status == 503 and "not heard" in body["error"]
+
+
+def test_a_silent_domain_stops_offering_its_functions(platform):
+    for _ in range(3):
+        asyncio.run(platform._poll("AS2"))  # its socket does not exist
+    assert platform.view().domains["AS2"].capabilities == []
+    assert platform.view().domains["AS1"].capabilities == ["SF1"]
+
+
+def test_the_platform_takes_the_altos_credentials(platform):
+    platform.config = CONFIG | {"auth": "user:secret"}
+    assert asyncio.run(_get(platform, "/sxp/paths?chain=SF1"))[0] == 401
+    import base64
+
+    good = {"Authorization": "Basic " + base64.b64encode(b"user:secret").decode()}
+    assert asyncio.run(_get(platform, "/sxp/paths?chain=SF1", good))[0] == 200
