@@ -34,6 +34,10 @@ from .rest import serve
 
 CONFIG_ENV = "VTB_STEERING_CONFIG"
 MAX_MOVES = 50  #: moves kept per chain for the REST view
+#: s the old version's rules stay after a move: a packet already on the old path (over trunks
+#: of tens of ms, through SFs) still finds its next rule.  The classifier's rule is replaced
+#: at once, so no new packet takes the old path.
+DRAIN = 1.0
 
 
 def _guarded(handler: Any) -> Any:
@@ -167,7 +171,9 @@ class SteeringApp(app_manager.OSKenApp):
         raise ValueError(f"unknown action {action!r}")
 
     def _delete_cookie(self, cookie: int) -> None:
-        for dp in list(self.datapaths.values()):
+        with self.lock:
+            datapaths = list(self.datapaths.values())
+        for dp in datapaths:
             ofp, parser = dp.ofproto, dp.ofproto_parser
             dp.send_msg(parser.OFPFlowMod(dp, command=ofp.OFPFC_DELETE, table_id=ofp.OFPTT_ALL, cookie=cookie,
                                           cookie_mask=COOKIE_MASK, out_port=ofp.OFPP_ANY, out_group=ofp.OFPG_ANY))
@@ -213,8 +219,8 @@ class SteeringApp(app_manager.OSKenApp):
                 self._delete_cookie(cookie)
                 state.version -= 1
                 raise
-            if old_cookie is not None:
-                self._delete_cookie(old_cookie)
+            if old_cookie is not None:  # after the packets in flight on the old path are through
+                hub.spawn_after(DRAIN, self._delete_cookie, old_cookie)
             self.installed[state.spec.name] = rules
         self._record(state, placement, why)
 

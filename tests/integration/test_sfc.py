@@ -22,7 +22,7 @@ from testbed import schema
 from testbed.api import Testbed
 from testbed.sfc_api import SfcError
 from tests.netlab import needs_root, tshark_fields
-from tests.sfclab import send_through, wait_for, wait_installed
+from tests.sfclab import chain_spec, received, send_through, start_receiver, start_sender, wait_for, wait_installed
 
 pytestmark = [pytest.mark.netns, needs_root]
 ROOT = Path(__file__).resolve().parents[2]
@@ -117,11 +117,22 @@ def test_the_platform_ranks_the_drafts_table_2(tb):
 
 def test_raising_the_cost_of_the_chosen_path_moves_the_chain(tb):
     before = wait_installed(tb, BEST)
+    chain = chain_spec(tb)
+    rx = start_receiver(tb, chain, count=300, timeout=5.0)
+    tx = start_sender(tb, chain, count=300, rate=100)  # 3 s of traffic across the move
     try:
+        time.sleep(1.0)
         tb.sfc_cost("AS2", "AS2", 50)  # AS2 congested inside: SF2 -> SF3 within AS2 now costs 50
         started = time.monotonic()
         after = wait_installed(tb, SECOND, timeout=20)
         print(f"moved {before['path']} -> {after['path']} in {time.monotonic() - started:.2f} s")
+        tx.communicate(timeout=30)
+        packets, summary = received(rx)
+        # make before break: the new rules were in before the classifier switched, the old
+        # ones stayed until the packets on the old path were through
+        assert summary["received"] == 300 and summary["lost"] == 0, summary
+        seen = [tuple(p["stamps"])[2][:7] for p in sorted(packets, key=lambda p: p["seq"])]
+        assert seen[0] == "sf3-as2" and seen[-1] == "sf3-as3", (seen[0], seen[-1])
         packets, summary = send_through(tb, count=20)
         assert summary["received"] == 20
         (path,) = stamps(packets)
