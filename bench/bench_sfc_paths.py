@@ -36,6 +36,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench_monitor import table  # noqa: E402
+
 from sdn.paths import rank  # noqa: E402
 from sdn.view import DomainInfo, LinkInfo, View  # noqa: E402
 
@@ -110,12 +112,6 @@ def combos(chain: list[str], cands: dict) -> int:
 
 def num(x: float) -> str:
     return f"{x:,.0f}" if x >= 100 else f"{x:.2f}"
-
-
-def table(header: list[str], rows: list[list[str]]) -> None:
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    for r in [header, ["-" * w for w in widths], *rows]:
-        print("  ".join(str(c).rjust(w) for c, w in zip(r, widths)))
 
 
 def main() -> int:

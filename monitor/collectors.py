@@ -37,7 +37,7 @@ import statistics
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -73,21 +73,24 @@ def netns_of(pid: int, proc: Path = Path("/proc")) -> str | None:
         return None
 
 
+def processes_in(namespaces: Iterable[str], proc: Path = Path("/proc")) -> Iterator[tuple[str, int]]:
+    """(namespace, pid) of every process in one of the given network namespaces."""
+    wanted = set(namespaces)
+    for entry in os.scandir(proc):
+        if entry.name.isdigit() and (ns := netns_of(int(entry.name), proc)) in wanted:
+            yield ns, int(entry.name)  # type: ignore[misc]
+
+
 def scan(namespaces: Iterable[str], proc: Path = Path("/proc")) -> dict[str, dict[ProcKey, int]]:
     """CPU ticks of every process in the given namespaces: {namespace: {(pid, start): ticks}}.
     Processes that exit during the scan are skipped."""
     found: dict[str, dict[ProcKey, int]] = {ns: {} for ns in namespaces}
-    for entry in os.scandir(proc):
-        if not entry.name.isdigit():
-            continue
-        ns = netns_of(int(entry.name), proc)
-        if ns not in found:
-            continue
+    for ns, pid in processes_in(found, proc):
         try:
-            start, ticks = parse_stat((proc / entry.name / "stat").read_text())
+            start, ticks = parse_stat((proc / str(pid) / "stat").read_text())
         except (OSError, IndexError, ValueError):
             continue
-        found[ns][int(entry.name), start] = ticks
+        found[ns][pid, start] = ticks
     return found
 
 

@@ -32,7 +32,7 @@ from typing import Any
 
 from aiohttp import web
 
-from monitor.collectors import CpuSampler, netns_of
+from monitor.collectors import CpuSampler, netns_of, processes_in
 
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 MB = 1024 * 1024
@@ -49,14 +49,9 @@ def resident_bytes(namespaces: Iterable[str], proc: Path = Path("/proc")) -> dic
     """Resident memory (bytes) of all processes per network namespace; processes that exit
     during the scan are skipped (an under-count of one process, never an error)."""
     found = dict.fromkeys(namespaces, 0)
-    for entry in os.scandir(proc):
-        if not entry.name.isdigit():
-            continue
-        ns = netns_of(int(entry.name), proc)
-        if ns not in found:
-            continue
+    for ns, pid in processes_in(found, proc):
         try:
-            found[ns] += int((proc / entry.name / "statm").read_text().split()[1]) * PAGE_SIZE
+            found[ns] += int((proc / str(pid) / "statm").read_text().split()[1]) * PAGE_SIZE
         except (OSError, IndexError, ValueError):
             continue
     return found

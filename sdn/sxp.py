@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
-import hmac
 import json
 import math
 import signal
@@ -250,13 +248,15 @@ def platform_routes(platform: Platform) -> list[web.RouteDef]:
 
 def _authenticated(platform: Platform, handler: Any) -> Any:
     """The platform's routes take the same HTTP Basic credentials as ALTO (`sfc.auth`)."""
+    from .alto.server import authorized
+
     auth = platform.config.get("auth")
     if not auth:
         return handler
-    expected = "Basic " + base64.b64encode(auth.encode()).decode()
+    credentials = tuple(auth.split(":", 1))
 
     async def checked(request: web.Request) -> web.Response:
-        if not hmac.compare_digest(request.headers.get("Authorization", ""), expected):
+        if not authorized(request.headers.get("Authorization"), credentials):  # type: ignore[arg-type]
             return web.json_response({"error": "authentication required"}, status=401,
                                      headers={"WWW-Authenticate": 'Basic realm="sxp"'})  # fmt: skip
         return await handler(request)

@@ -91,10 +91,9 @@ def _live(text: str, run: str | None, monitor: str | None) -> dict[str, Any]:
         info = runs.find(run)
     except runs.RunError as exc:
         return {"error": f"{exc} (or query offline: --program/--facts/--vnffg/--metrics)"}
-    sockets = sorted(runs.REGISTRY.glob(f"{info.run_id}.*.sock"))
-    names = [s.name.removeprefix(f"{info.run_id}.").removesuffix(".sock") for s in sockets]
-    if monitor:
-        sockets = [s for s, n in zip(sockets, names) if n == monitor]
+    found = runs.service_sockets(info.run_id, "monitor")
+    names = list(found)
+    sockets = [s for n, s in found.items() if not monitor or n == monitor]
     if len(sockets) != 1:
         names = ", ".join(names) or "none"
         return {"error": f"run {info.run_id}: {'several monitors, choose with --monitor' if sockets else 'no monitor is running'} ({names})"}

@@ -105,7 +105,7 @@ def monitor_context(plan: Plan, proc: Process, config_dir: Path, host_pids: dict
 def monitor_socket(run_id: str, name: str) -> Path:
     from . import runs
 
-    return runs.REGISTRY / f"{run_id}.{name}.sock"
+    return runs.service_socket(run_id, "monitor", name)
 
 
 def pool_secret(config_dir: Path, handle: str) -> str:

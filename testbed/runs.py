@@ -39,6 +39,20 @@ class RunInfo:
         return pid_alive(self.pid)
 
 
+def service_socket(run_id: str, kind: str, name: str) -> Path:
+    """The Unix socket of a run's service (a monitor's or an IBE's API), beside the run's
+    control socket: a run directory may be too deep for the 108 bytes a socket path may have.
+    The kind is in the name, so each client finds its own kind; `testbed clean` removes
+    `<run>.*.sock`."""
+    return REGISTRY / f"{run_id}.{kind}.{name}.sock"
+
+
+def service_sockets(run_id: str, kind: str) -> dict[str, Path]:
+    """The sockets of a run's services of one kind, by service name."""
+    prefix = f"{run_id}.{kind}."
+    return {p.name.removeprefix(prefix).removesuffix(".sock"): p for p in sorted(REGISTRY.glob(f"{prefix}*.sock"))}
+
+
 def pid_alive(pid: int) -> bool:
     """Running, and not a zombie (where nobody reaps orphans, a killed owner stays one)."""
     try:

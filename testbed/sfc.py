@@ -65,7 +65,7 @@ def trunks(plan: Plan) -> list[dict[str, Any]]:
 def ibe_socket(plan: Plan, domain: str) -> str:
     from . import runs
 
-    return str(runs.REGISTRY / f"{plan.run_id}.ibe-{domain.lower()}.sock")
+    return str(runs.service_socket(plan.run_id, "ibe", domain.lower()))
 
 
 def _handles(plan: Plan, domain: str) -> list[str]:
